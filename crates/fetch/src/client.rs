@@ -1,0 +1,298 @@
+//! The registry v2 HTTP client: scheme choice, `/v2/` ping, authenticated requests.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{Response, StatusCode};
+
+use crate::auth::{parse_challenges, Challenge, Credentials, TokenResponse};
+use crate::error::FetchError;
+use crate::reference::Reference;
+
+/// Settings for talking to registries.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Talk plain HTTP. Without it, HTTPS is used, except that a loopback registry that
+    /// does not speak TLS falls back to HTTP (Docker treats 127.0.0.0/8 as insecure too).
+    pub plain_http: bool,
+    pub credentials: Option<Credentials>,
+    /// Manifests and indexes larger than this are refused before they are buffered.
+    pub max_manifest_size: u64,
+    pub connect_timeout: Duration,
+    /// A response body that delivers no byte for this long fails.
+    pub stall_timeout: Duration,
+    /// Idle connections kept per host (sized to the pull's parallelism).
+    pub pool_size: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            plain_http: false,
+            credentials: None,
+            // containerd's limit too: no real manifest comes near it.
+            max_manifest_size: 4 << 20,
+            connect_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
+            pool_size: 16,
+        }
+    }
+}
+
+/// A connection to one registry host, with its token cache.
+pub struct Registry {
+    http: reqwest::Client,
+    base: String,
+    options: ClientOptions,
+    /// `Authorization` header per scope (`repository:NAME:pull`); "" for registry-wide.
+    auth: Mutex<HashMap<String, HeaderValue>>,
+}
+
+impl Registry {
+    /// Connect to the registry that serves `reference`: choose the scheme and ping `/v2/`.
+    pub async fn connect(reference: &Reference, options: ClientOptions) -> Result<Registry, FetchError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.stall_timeout)
+            .pool_max_idle_per_host(options.pool_size)
+            .user_agent(concat!("rdpull/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Http {
+                what: "HTTP client".into(),
+                url: String::new(),
+                source: e,
+            })?;
+        let host = reference.registry_host().to_string();
+        let https = format!("https://{host}/v2/");
+        let http_base = format!("http://{host}/v2/");
+        let mut reg = Registry {
+            http,
+            base: if options.plain_http { http_base.clone() } else { https },
+            options,
+            auth: Mutex::new(HashMap::new()),
+        };
+        match reg.ping().await {
+            Err(FetchError::Http { .. }) if !reg.options.plain_http && is_loopback(&host) => {
+                tracing::debug!("{host}: no TLS on a loopback registry, using plain HTTP");
+                reg.base = http_base;
+                reg.ping().await?;
+            }
+            other => other?,
+        }
+        Ok(reg)
+    }
+
+    /// `GET /v2/`: 200, or 401 with a challenge we can answer later, means a v2 registry.
+    async fn ping(&self) -> Result<(), FetchError> {
+        let url = self.base.clone();
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| http_error("registry ping", &url, e))?;
+        match resp.status() {
+            s if s.is_success() || s == StatusCode::UNAUTHORIZED => Ok(()),
+            s => Err(status_error("registry ping", &url, s, resp).await),
+        }
+    }
+
+    /// The base URL, `scheme://host/v2/`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// An authenticated GET of `path` (below `/v2/`), answering one 401 challenge.
+    /// Returns the successful response; any other status is an error naming `what`.
+    pub(crate) async fn get(
+        &self,
+        what: &str,
+        path: &str,
+        repository: &str,
+        accept: Option<&str>,
+    ) -> Result<Response, FetchError> {
+        let url = format!("{}{}", self.base, path);
+        let scope = format!("repository:{repository}:pull");
+        let mut answered = false;
+        loop {
+            let mut req = self.http.get(&url);
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            if let Some(h) = self.auth.lock().unwrap().get(&scope).cloned() {
+                req = req.header(AUTHORIZATION, h);
+            }
+            let resp = req.send().await.map_err(|e| http_error(what, &url, e))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            if status == StatusCode::UNAUTHORIZED && !answered {
+                let challenges = resp
+                    .headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(parse_challenges)
+                    .collect::<Vec<_>>();
+                let header = self.answer(&challenges, &scope).await?;
+                self.auth.lock().unwrap().insert(scope.clone(), header);
+                answered = true;
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                let detail = error_detail(resp).await;
+                return Err(FetchError::Unauthorized {
+                    what: what.to_string(),
+                    url,
+                    detail,
+                });
+            }
+            return Err(status_error(what, &url, status, resp).await);
+        }
+    }
+
+    /// Turn a challenge into an `Authorization` header: Bearer through the token
+    /// endpoint (anonymously unless we have credentials), Basic with credentials.
+    async fn answer(&self, challenges: &[Challenge], scope: &str) -> Result<HeaderValue, FetchError> {
+        if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
+            let token = self.fetch_token(c, scope).await?;
+            return header_value(&format!("Bearer {token}"));
+        }
+        if challenges.iter().any(|c| c.scheme == "basic") {
+            if let Some(cred) = &self.options.credentials {
+                return header_value(&cred.basic_header());
+            }
+            return Err(FetchError::Unauthorized {
+                what: format!("registry {}", self.base),
+                url: self.base.clone(),
+                detail: " (Basic auth required: pass --user USER:PASSWORD)".into(),
+            });
+        }
+        Err(FetchError::Unauthorized {
+            what: format!("registry {}", self.base),
+            url: self.base.clone(),
+            detail: " (no supported WWW-Authenticate challenge)".into(),
+        })
+    }
+
+    async fn fetch_token(&self, c: &Challenge, scope: &str) -> Result<String, FetchError> {
+        let realm = c.param("realm").ok_or_else(|| FetchError::Token {
+            realm: "(none)".into(),
+            why: "Bearer challenge without realm".into(),
+        })?;
+        let mut url = url::Url::parse(realm).map_err(|e| FetchError::Token {
+            realm: realm.to_string(),
+            why: format!("invalid realm URL: {e}"),
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = c.param("service") {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", c.param("scope").unwrap_or(scope));
+        }
+        let mut req = self.http.get(url.as_str());
+        if let Some(cred) = &self.options.credentials {
+            req = req.header(AUTHORIZATION, cred.basic_header());
+        }
+        let terr = |why: String| FetchError::Token {
+            realm: realm.to_string(),
+            why,
+        };
+        let resp = req.send().await.map_err(|e| terr(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(terr(format!("HTTP {}", resp.status().as_u16())));
+        }
+        let body = resp.bytes().await.map_err(|e| terr(e.to_string()))?;
+        let t: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| terr(format!("invalid JSON: {e}")))?;
+        t.token
+            .filter(|t| !t.is_empty())
+            .or(t.access_token)
+            .ok_or_else(|| terr("answer has no token".into()))
+    }
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, FetchError> {
+    let mut v = HeaderValue::from_str(s).map_err(|_| FetchError::Token {
+        realm: String::new(),
+        why: "token is not a valid header value".into(),
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+pub(crate) fn http_error(what: &str, url: &str, e: reqwest::Error) -> FetchError {
+    FetchError::Http {
+        what: what.to_string(),
+        url: url.to_string(),
+        source: e.without_url(),
+    }
+}
+
+pub(crate) async fn status_error(what: &str, url: &str, status: StatusCode, resp: Response) -> FetchError {
+    FetchError::Status {
+        what: what.to_string(),
+        url: url.to_string(),
+        status: status.as_u16(),
+        detail: error_detail(resp).await,
+    }
+}
+
+/// The first error `message` of a registry's JSON error body, if any.
+async fn error_detail(resp: Response) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<E>,
+    }
+    #[derive(serde::Deserialize)]
+    struct E {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let body = match resp.bytes().await {
+        Ok(b) if b.len() < 64 << 10 => b,
+        _ => return String::new(),
+    };
+    match serde_json::from_slice::<Errors>(&body) {
+        Ok(e) if !e.errors.is_empty() => {
+            let e = &e.errors[0];
+            let msg: String = format!("{} {}", e.code, e.message).chars().take(200).collect();
+            format!(" ({})", msg.trim())
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in ["127.0.0.1:5000", "localhost", "localhost:5000", "[::1]:5000", "127.1.2.3"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["docker.io", "10.0.0.1:5000", "[2001:db8::1]:5000", "example.com"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! Applying one layer's tar stream to its own directory, in overlayfs format.
+//!
+//! Whiteouts become what overlayfs reads: `.wh.NAME` a 0:0 character device `NAME`,
+//! `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its directory. Because the
+//! layer directory holds only this layer, a whiteout hides lower layers only, wherever it
+//! stands in the tar: a whiteout next to a same-layer entry of that name turns into an
+//! opaque directory (or nothing, for a non-directory, which hides the lower path anyway).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use rustix::io::Errno;
+use tar::EntryType;
+
+use crate::error::UnpackError;
+use crate::pax::{read_sparse_map_v1, PaxMeta, SparseHeader};
+use crate::path::{clean, display, split};
+use crate::root::{clear_slot, os, LayerRoot, Previous};
+
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// Size of the copy buffer for file data.
+const COPY_BUF: usize = 256 << 10;
+
+/// How to apply a layer.
+#[derive(Clone, Debug)]
+pub struct ApplyOptions {
+    /// Set owners from the tar headers (needs root; without it files belong to the caller).
+    pub same_owner: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            same_owner: rustix::process::geteuid().is_root(),
+        }
+    }
+}
+
+/// What applying a layer did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerStats {
+    /// Tar entries applied (PAX and long-name headers not counted).
+    pub entries: u64,
+    /// Bytes of regular file content.
+    pub file_bytes: u64,
+    /// Directories created only as parents of other entries, `/`-prefixed.
+    pub implicit_dirs: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, u32),
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Apply the tar stream `reader` to the existing directory `dir`.
+///
+/// Reads the archive up to its end marker; the caller drains whatever follows.
+pub fn apply_tar<R: Read>(reader: &mut R, dir: &Path, options: &ApplyOptions) -> Result<LayerStats, UnpackError> {
+    let root = LayerRoot::open(dir).map_err(|source| UnpackError::Root {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut a = Applier {
+        root,
+        options: options.clone(),
+        euid: rustix::process::geteuid().as_raw(),
+        egid: rustix::process::getegid().as_raw(),
+        whiteouts: HashSet::new(),
+        dir_times: Vec::new(),
+        buf: vec![0; COPY_BUF],
+        stats: LayerStats::default(),
+    };
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(UnpackError::Tar)? {
+        let entry = entry.map_err(UnpackError::Tar)?;
+        a.entry(entry)?;
+    }
+    a.finish()
+}
+
+struct Applier {
+    root: LayerRoot,
+    options: ApplyOptions,
+    euid: u32,
+    egid: u32,
+    /// Whiteout devices this layer created (cleaned paths).
+    whiteouts: HashSet<Vec<u8>>,
+    /// Directory mtimes, applied last so later entries do not disturb them.
+    dir_times: Vec<(Vec<u8>, (i64, u32))>,
+    buf: Vec<u8>,
+    stats: LayerStats,
+}
+
+fn entry_err<'a>(rel: &'a [u8], op: &'static str) -> impl FnOnce(io::Error) -> UnpackError + 'a {
+    move |source| UnpackError::Entry {
+        path: display(rel),
+        op,
+        source,
+    }
+}
+
+fn errno<'a>(op: &'static str, rel: &'a [u8]) -> impl FnOnce(Errno) -> UnpackError + 'a {
+    move |e| entry_err(rel, op)(e.into())
+}
+
+impl Applier {
+    fn entry<R: Read>(&mut self, mut e: tar::Entry<'_, R>) -> Result<(), UnpackError> {
+        let kind = e.header().entry_type();
+        if matches!(kind, EntryType::XGlobalHeader) {
+            return Ok(());
+        }
+        let pax = match e.pax_extensions().map_err(UnpackError::Tar)? {
+            Some(records) => PaxMeta::parse(records).map_err(UnpackError::Tar)?,
+            None => PaxMeta::default(),
+        };
+        let raw_path = match pax.sparse.as_ref().and_then(|s| s.name.clone()) {
+            Some(name) => name,
+            None => e.path_bytes().into_owned(),
+        };
+        let rel = clean(&raw_path);
+        let h = e.header();
+        let num = |r: io::Result<u64>| r.map_err(entry_err(&rel, "header"));
+        let meta = Meta {
+            mode: num(h.mode().map(u64::from))? as u32 & 0o7777,
+            uid: pax.uid.map_or_else(|| num(h.uid()), Ok)? as u32,
+            gid: pax.gid.map_or_else(|| num(h.gid()), Ok)? as u32,
+            mtime: pax.mtime.map_or_else(|| num(h.mtime()).map(|t| (t as i64, 0)), Ok)?,
+            xattrs: pax.xattrs,
+        };
+        self.stats.entries += 1;
+        let (parent, name) = split(&rel);
+        if let Some(target) = name.strip_prefix(b".wh.") {
+            return self.whiteout(parent, target, &rel, &meta);
+        }
+        let is_dir = kind == EntryType::Directory
+            || (matches!(kind, EntryType::Regular | EntryType::Continuous) && raw_path.ends_with(b"/"));
+        if rel.is_empty() && !is_dir {
+            return Err(UnpackError::Refused {
+                path: String::from_utf8_lossy(&raw_path).into_owned(),
+                why: "a non-directory entry names the layer root".into(),
+            });
+        }
+        match kind {
+            _ if is_dir => self.directory(&rel, &meta),
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                self.file(&rel, &mut e, &meta, pax.sparse)
+            }
+            EntryType::Symlink => {
+                let target = e.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                self.symlink(&rel, &target, &meta)
+            }
+            EntryType::Link => {
+                let target = e.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                self.hardlink(&rel, &target)
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let h = e.header();
+                let major = h.device_major().ok().flatten().unwrap_or(0);
+                let minor = h.device_minor().ok().flatten().unwrap_or(0);
+                let ft = match kind {
+                    EntryType::Char => FileType::CharacterDevice,
+                    EntryType::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                self.special(&rel, ft, rfs::makedev(major, minor), &meta)
+            }
+            other => Err(UnpackError::Refused {
+                path: display(&rel),
+                why: format!("unsupported tar entry type {other:?}"),
+            }),
+        }
+    }
+
+    /// Make `parent/name` with `make`, replacing whatever an earlier entry put there.
+    /// Returns what was replaced.
+    fn create<T>(
+        &mut self,
+        parent: &OwnedFd,
+        name: &[u8],
+        rel: &[u8],
+        op: &'static str,
+        make: impl Fn(&OwnedFd, &[u8]) -> rustix::io::Result<T>,
+    ) -> Result<(T, Previous), UnpackError> {
+        match make(parent, name) {
+            Ok(t) => Ok((t, Previous::Nothing)),
+            Err(Errno::EXIST) => {
+                let prev = clear_slot(parent, name, false).map_err(entry_err(rel, "replace"))?;
+                if matches!(prev, Previous::Directory | Previous::Other(FileType::Symlink)) {
+                    self.root.invalidate();
+                }
+                Ok((make(parent, name).map_err(errno(op, rel))?, prev))
+            }
+            Err(e) => Err(errno(op, rel)(e)),
+        }
+    }
+
+    fn parent_dir(&mut self, rel: &[u8]) -> Result<Rc<OwnedFd>, UnpackError> {
+        self.root.dir(split(rel).0).map_err(entry_err(rel, "parent directory"))
+    }
+
+    fn directory(&mut self, rel: &[u8], meta: &Meta) -> Result<(), UnpackError> {
+        if rel.is_empty() {
+            let root = self.root.root_fd();
+            self.fd_meta(&root, meta, rel)?;
+            self.dir_times.push((Vec::new(), meta.mtime));
+            return Ok(());
+        }
+        let parent = self.parent_dir(rel)?;
+        let name = split(rel).1;
+        let mkdir = |p: &OwnedFd, n: &[u8]| rfs::mkdirat(p, os(n), Mode::from_raw_mode(0o700));
+        let mut opaque = false;
+        match mkdir(&parent, name) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                // An existing directory is merged (new metadata, contents kept).
+                match clear_slot(&*parent, name, true).map_err(entry_err(rel, "replace"))? {
+                    Previous::Directory => {}
+                    prev => {
+                        if prev == Previous::Other(FileType::Symlink) {
+                            self.root.invalidate();
+                        }
+                        // Whiteout then directory in one layer: the new directory
+                        // replaces the lower one, so it must hide the lower contents.
+                        opaque = self.whiteouts.remove(rel);
+                        mkdir(&parent, name).map_err(errno("mkdir", rel))?;
+                    }
+                }
+            }
+            Err(e) => return Err(errno("mkdir", rel)(e)),
+        }
+        let fd = rfs::openat(
+            &*parent,
+            os(name),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno("open", rel))?;
+        self.fd_meta(&fd, meta, rel)?;
+        if opaque {
+            set_opaque(&fd).map_err(entry_err(rel, "set opaque"))?;
+        }
+        self.root.remember(rel, Rc::new(fd));
+        self.dir_times.push((rel.to_vec(), meta.mtime));
+        Ok(())
+    }
+
+    fn file<R: Read>(
+        &mut self,
+        rel: &[u8],
+        data: &mut R,
+        meta: &Meta,
+        sparse: Option<SparseHeader>,
+    ) -> Result<(), UnpackError> {
+        let parent = self.parent_dir(rel)?;
+        let name = split(rel).1;
+        let (fd, _) = self.create(&parent, name, rel, "create", |p, n| {
+            rfs::openat(
+                p,
+                os(n),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        })?;
+        let file = File::from(fd);
+        let size = match sparse {
+            None => self.copy(&file, data, 0, None),
+            Some(s) => self.copy_sparse(&file, data, s),
+        }
+        .map_err(entry_err(rel, "write"))?;
+        // Zero runs were skipped, not written: the file must still have its full size.
+        rfs::ftruncate(&file, size).map_err(errno("truncate", rel))?;
+        self.stats.file_bytes += size;
+        self.fd_meta(&file, meta, rel)?;
+        rfs::futimens(&file, &times(meta.mtime)).map_err(errno("set mtime", rel))?;
+        Ok(())
+    }
+
+    /// Copy `limit` bytes (or all) of `r` into `file` at `offset`, leaving holes where
+    /// whole buffers are zero. Returns the end offset.
+    fn copy(&mut self, file: &File, r: &mut impl Read, mut offset: u64, limit: Option<u64>) -> io::Result<u64> {
+        let mut left = limit.unwrap_or(u64::MAX);
+        while left > 0 {
+            let want = self.buf.len().min(left.min(usize::MAX as u64) as usize);
+            let n = match r.read(&mut self.buf[..want]) {
+                Ok(0) if limit.is_some() => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let chunk = &self.buf[..n];
+            if !is_zero(chunk) {
+                file.write_all_at(chunk, offset)?;
+            }
+            offset += n as u64;
+            left -= n as u64;
+        }
+        Ok(offset)
+    }
+
+    fn copy_sparse(&mut self, file: &File, r: &mut impl Read, s: SparseHeader) -> io::Result<u64> {
+        let map = match (s.major, s.minor) {
+            (1, 0) => read_sparse_map_v1(r)?.0,
+            (0, _) => s.map,
+            (ma, mi) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unsupported GNU sparse format {ma}.{mi}"),
+                ))
+            }
+        };
+        let mut end = 0;
+        for (off, len) in map {
+            end = self.copy(file, r, off, Some(len))?;
+        }
+        // Whatever padding is left belongs to no extent.
+        io::copy(r, &mut io::sink())?;
+        Ok(s.real_size.unwrap_or(end).max(end))
+    }
+
+    fn symlink(&mut self, rel: &[u8], target: &[u8], meta: &Meta) -> Result<(), UnpackError> {
+        let parent = self.parent_dir(rel)?;
+        let name = split(rel).1;
+        self.create(&parent, name, rel, "symlink", |p, n| rfs::symlinkat(os(target), p, os(n)))?;
+        self.at_meta(&parent, name, rel, meta, false)
+    }
+
+    fn hardlink(&mut self, rel: &[u8], target: &[u8]) -> Result<(), UnpackError> {
+        let target_rel = clean(target);
+        let refuse = |why: String| UnpackError::Refused {
+            path: display(rel),
+            why,
+        };
+        if target_rel.is_empty() {
+            return Err(refuse("hard link to the layer root".into()));
+        }
+        if target_rel == rel {
+            return Ok(());
+        }
+        let (tp, tn) = split(&target_rel);
+        let not_here = || refuse(format!("hard link target {} is not in this layer", display(&target_rel)));
+        let tparent = match self.root.lookup_dir(tp) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc_enoent()) => return Err(not_here()),
+            Err(e) => return Err(entry_err(rel, "hard link target")(e)),
+        };
+        match rfs::statat(&tparent, os(tn), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                return Err(refuse(format!("hard link target {} is a directory", display(&target_rel))))
+            }
+            Ok(_) => {}
+            Err(Errno::NOENT) => return Err(not_here()),
+            Err(e) => return Err(errno("hard link target", rel)(e)),
+        }
+        let parent = self.parent_dir(rel)?;
+        let name = split(rel).1;
+        self.create(&parent, name, rel, "hard link", |p, n| {
+            rfs::linkat(&tparent, os(tn), p, os(n), AtFlags::empty())
+        })?;
+        Ok(())
+    }
+
+    fn special(&mut self, rel: &[u8], ft: FileType, dev: rfs::Dev, meta: &Meta) -> Result<(), UnpackError> {
+        let parent = self.parent_dir(rel)?;
+        let name = split(rel).1;
+        self.create(&parent, name, rel, "mknod", |p, n| {
+            rfs::mknodat(p, os(n), ft, Mode::from_raw_mode(0o600), dev)
+        })?;
+        self.at_meta(&parent, name, rel, meta, true)
+    }
+
+    fn whiteout(&mut self, parent_rel: &[u8], target: &[u8], rel: &[u8], meta: &Meta) -> Result<(), UnpackError> {
+        if target == b".wh..opq" {
+            let dir = self.root.dir(parent_rel).map_err(entry_err(rel, "opaque directory"))?;
+            let fd = rfs::openat(&*dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(errno("open", parent_rel))?;
+            return set_opaque(&fd).map_err(entry_err(parent_rel, "set opaque"));
+        }
+        if target.starts_with(b".wh.") {
+            // Other AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not content.
+            return Ok(());
+        }
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(UnpackError::Refused {
+                path: display(rel),
+                why: "invalid whiteout name".into(),
+            });
+        }
+        let mut wrel = parent_rel.to_vec();
+        if !wrel.is_empty() {
+            wrel.push(b'/');
+        }
+        wrel.extend_from_slice(target);
+        let parent = match self.root.dir(parent_rel) {
+            Ok(fd) => fd,
+            // A same-layer non-directory already hides everything below it.
+            Err(e) if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => return Ok(()),
+            Err(e) => return Err(entry_err(rel, "parent directory")(e)),
+        };
+        match rfs::statat(&*parent, os(target), AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => {
+                rfs::mknodat(&*parent, os(target), FileType::CharacterDevice, Mode::empty(), 0)
+                    .map_err(errno("whiteout", &wrel))?;
+                if self.options.same_owner && (meta.uid, meta.gid) != (self.euid, self.egid) {
+                    rfs::chownat(&*parent, os(target), Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(errno("chown", &wrel))?;
+                }
+                self.whiteouts.insert(wrel);
+                Ok(())
+            }
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                // Re-added earlier in this layer: keep it, hide the lower one.
+                let fd = rfs::openat(
+                    &*parent,
+                    os(target),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(errno("open", &wrel))?;
+                set_opaque(&fd).map_err(entry_err(&wrel, "set opaque"))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(errno("whiteout", &wrel)(e)),
+        }
+    }
+
+    /// Owner, mode and xattrs through an open fd (files, directories).
+    fn fd_meta(&self, fd: &impl std::os::fd::AsFd, meta: &Meta, rel: &[u8]) -> Result<(), UnpackError> {
+        if self.options.same_owner && (meta.uid, meta.gid) != (self.euid, self.egid) {
+            rfs::fchown(fd, Some(uid(meta.uid)), Some(gid(meta.gid))).map_err(errno("chown", rel))?;
+        }
+        // After chown, which clears setuid/setgid.
+        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(errno("chmod", rel))?;
+        for (k, v) in &meta.xattrs {
+            if skip_xattr(k) {
+                continue;
+            }
+            rfs::fsetxattr(fd, os(k), v, XattrFlags::empty()).map_err(errno("set xattr", rel))?;
+        }
+        Ok(())
+    }
+
+    /// Owner, mode, xattrs and mtime by name (symlinks, devices, fifos), never following
+    /// the final component.
+    fn at_meta(&self, parent: &OwnedFd, name: &[u8], rel: &[u8], meta: &Meta, chmod: bool) -> Result<(), UnpackError> {
+        if self.options.same_owner && (meta.uid, meta.gid) != (self.euid, self.egid) {
+            rfs::chownat(parent, os(name), Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(errno("chown", rel))?;
+        }
+        if chmod {
+            // Not a symlink (we just made it), so following is moot.
+            rfs::chmodat(parent, os(name), Mode::from_raw_mode(meta.mode), AtFlags::empty())
+                .map_err(errno("chmod", rel))?;
+        }
+        if !meta.xattrs.is_empty() {
+            // The parent fd through /proc, the last component not followed.
+            let mut p = format!("/proc/self/fd/{}/", parent.as_raw_fd()).into_bytes();
+            p.extend_from_slice(name);
+            for (k, v) in &meta.xattrs {
+                if skip_xattr(k) || (!chmod && k.starts_with(b"user.")) {
+                    // Linux allows no user.* xattrs on symlinks.
+                    continue;
+                }
+                rfs::lsetxattr(os(&p), os(k), v, XattrFlags::empty()).map_err(errno("set xattr", rel))?;
+            }
+        }
+        rfs::utimensat(parent, os(name), &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(errno("set mtime", rel))?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<LayerStats, UnpackError> {
+        // Deepest last-listed first; a directory replaced since is simply skipped.
+        for (rel, t) in self.dir_times.iter().rev() {
+            let fd = if rel.is_empty() {
+                Ok(self.root.root_fd())
+            } else {
+                let (p, n) = split(rel);
+                self.root.lookup_dir(p).and_then(|pfd| {
+                    Ok(Rc::new(rfs::openat(
+                        &pfd,
+                        os(n),
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?))
+                })
+            };
+            if let Ok(fd) = fd {
+                rfs::futimens(&*fd, &times(*t)).map_err(errno("set mtime", rel))?;
+            }
+        }
+        self.stats.implicit_dirs = self.root.implicit.iter().map(|p| display(p)).collect();
+        Ok(self.stats)
+    }
+}
+
+/// xattrs never taken from a layer: overlayfs's own (a layer must not forge redirects or
+/// metacopy markers) and SELinux labels (the host's policy decides those).
+fn skip_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name == b"security.selinux"
+}
+
+fn set_opaque(fd: &impl std::os::fd::AsFd) -> io::Result<()> {
+    Ok(rfs::fsetxattr(fd, OPAQUE_XATTR, b"y", XattrFlags::empty())?)
+}
+
+fn times((secs, nanos): (i64, u32)) -> Timestamps {
+    let t = Timespec {
+        tv_sec: secs,
+        tv_nsec: nanos as _,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+fn uid(u: u32) -> rfs::Uid {
+    rfs::Uid::from_raw(u)
+}
+
+fn gid(g: u32) -> rfs::Gid {
+    rfs::Gid::from_raw(g)
+}
+
+fn libc_enoent() -> i32 {
+    Errno::NOENT.raw_os_error()
+}
+
+/// True when every byte is zero. Checked a 64-byte block at a time without an early exit
+/// inside a block, which the compiler turns into vector ORs.
+fn is_zero(b: &[u8]) -> bool {
+    let mut chunks = b.chunks_exact(64);
+    for c in &mut chunks {
+        if c.iter().fold(0u8, |a, &x| a | x) != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&x| x == 0)
+}

@@ -1,0 +1,115 @@
+//! One layer from compressed bytes to a verified directory, in a single pass.
+
+use std::cell::RefCell;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+use std::rc::Rc;
+
+use rdpull_verify::{Digest, HashingReader, VerifyError};
+
+use crate::apply::{apply_tar, ApplyOptions, LayerStats};
+use crate::compression::{Compression, Decoder};
+use crate::error::UnpackError;
+
+/// Read-ahead between the compressed hash and the decompressor.
+const INPUT_BUF: usize = 256 << 10;
+
+/// What the manifest and config say a layer is.
+#[derive(Clone, Debug)]
+pub struct LayerDescriptor<'a> {
+    pub digest: &'a Digest,
+    pub size: u64,
+    pub media_type: &'a str,
+    /// The config's `rootfs.diff_ids` entry for this layer.
+    pub diff_id: &'a Digest,
+}
+
+/// Remembers the first error a reader returned, so the stage that failed can be named
+/// even after the error has passed through the stages above it.
+struct ErrorTap<R> {
+    inner: R,
+    first: Rc<RefCell<Option<String>>>,
+}
+
+impl<R> ErrorTap<R> {
+    fn new(inner: R) -> (Self, Rc<RefCell<Option<String>>>) {
+        let first = Rc::new(RefCell::new(None));
+        (
+            ErrorTap {
+                inner,
+                first: first.clone(),
+            },
+            first,
+        )
+    }
+}
+
+impl<R: Read> Read for ErrorTap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            self.first.borrow_mut().get_or_insert_with(|| e.to_string());
+        })
+    }
+}
+
+/// Unpack the compressed layer `blob` into the existing directory `dir`, verifying the
+/// blob's size and digest and the DiffID of the tar stream as the bytes flow.
+///
+/// On error the directory holds a partial layer; the caller discards it. When several
+/// things are wrong, the most basic one is reported: a failed download, then a wrong blob
+/// (size or digest), then bad compressed data, then bad tar data, then a wrong DiffID.
+pub fn unpack_layer<R: Read>(
+    blob: R,
+    layer: &LayerDescriptor<'_>,
+    dir: &Path,
+    options: &ApplyOptions,
+) -> Result<LayerStats, UnpackError> {
+    let compression = Compression::from_media_type(layer.media_type)?;
+    let (source, source_failed) = ErrorTap::new(blob);
+    let compressed = HashingReader::new(source, layer.digest.algorithm()).with_limit(layer.size);
+    let input = BufReader::with_capacity(INPUT_BUF, compressed);
+    let decoder = Decoder::new(compression, input).map_err(|source| UnpackError::Decompress {
+        compression: compression.name(),
+        source,
+    })?;
+    let (decoder, decode_failed) = ErrorTap::new(decoder);
+    let mut tar = HashingReader::new(decoder, layer.diff_id.algorithm());
+
+    let applied = apply_tar(&mut tar, dir, options);
+    // The tar end marker is not the end of the stream: padding and the compressor's
+    // trailer follow, and both digests cover every byte.
+    let drained = match applied {
+        Ok(_) => tar.drain().map(|_| ()),
+        Err(_) => Ok(()),
+    };
+    let (decoder, diff_id, _) = tar.into_parts();
+    // Buffered-but-unread input was hashed already: the hash sits below the buffer.
+    let mut compressed = decoder.inner.into_inner().into_inner();
+    let rest = compressed.drain();
+
+    if let Some(why) = source_failed.borrow().clone() {
+        return Err(UnpackError::Source(why));
+    }
+    if compressed.exceeded_limit() {
+        return Err(UnpackError::Blob(VerifyError::TooLong { limit: layer.size }));
+    }
+    rest.map_err(|e| UnpackError::Source(e.to_string()))?;
+    compressed
+        .verify(layer.digest, Some(layer.size))
+        .map_err(UnpackError::Blob)?;
+    if let Some(why) = decode_failed.borrow().clone() {
+        return Err(UnpackError::Decompress {
+            compression: compression.name(),
+            source: io::Error::new(io::ErrorKind::InvalidData, why),
+        });
+    }
+    let stats = applied?;
+    drained.map_err(UnpackError::Tar)?;
+    if diff_id != *layer.diff_id {
+        return Err(UnpackError::DiffId(VerifyError::Mismatch {
+            expected: layer.diff_id.clone(),
+            actual: diff_id,
+        }));
+    }
+    Ok(stats)
+}

@@ -1,0 +1,25 @@
+//! Layer unpacking: decompression and tar application into one directory per layer.
+//!
+//! This crate owns the bytes-to-files stage of rdpull: choosing the decompressor from a
+//! media type ([`Compression`]), applying a tar stream to a layer directory in overlayfs
+//! format ([`apply_tar`]: whiteouts as 0:0 devices, opaque directories as xattrs), and
+//! the verified composition of both ([`unpack_layer`]: compressed digest and size, then
+//! DiffID, checked as the bytes stream through). Every path is resolved inside the layer
+//! directory as if it were `/` (openat2 `RESOLVE_IN_ROOT`), so a hostile layer cannot
+//! write outside it. It does not fetch blobs, decide where layer directories live, or
+//! commit them: that is the snapshot store's job.
+
+mod apply;
+mod compression;
+mod error;
+mod layer;
+mod path;
+mod pax;
+mod root;
+
+pub use apply::{apply_tar, ApplyOptions, LayerStats};
+pub use compression::{Compression, Decoder};
+pub use error::UnpackError;
+pub use layer::{unpack_layer, LayerDescriptor};
+pub use path::clean as clean_path;
+pub use root::remove_all;

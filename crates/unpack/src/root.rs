@@ -1,0 +1,243 @@
+//! A layer directory opened once, and every path inside it resolved relative to it.
+//!
+//! All filesystem calls are `*at` calls on directory fds obtained here, so a name is never
+//! walked from `/`. Lookups use `openat2(RESOLVE_IN_ROOT)`: a symlink met on the way
+//! (absolute, `..`-laden, chained) resolves as if the layer directory were `/`. Creating
+//! missing parents walks component by component with the same semantics, so nothing a
+//! tar entry names can land outside the directory.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+/// Linux's own limit for symlinks followed in one lookup.
+const MAX_SYMLINKS: usize = 40;
+/// Directory fds kept open per layer; tar streams visit directories in runs, so a small
+/// cache catches nearly every parent lookup. Cleared when full (RLIMIT_NOFILE is finite
+/// and several layers unpack at once).
+const DIR_CACHE_MAX: usize = 128;
+
+pub(crate) fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+pub(crate) struct LayerRoot {
+    root: Rc<OwnedFd>,
+    dirs: HashMap<Vec<u8>, Rc<OwnedFd>>,
+    /// Directories created because an entry needed them as parents (no entry of their own).
+    pub implicit: Vec<Vec<u8>>,
+}
+
+impl LayerRoot {
+    pub fn open(dir: &Path) -> io::Result<LayerRoot> {
+        let fd = rfs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(LayerRoot {
+            root: Rc::new(fd),
+            dirs: HashMap::new(),
+            implicit: Vec::new(),
+        })
+    }
+
+    pub fn root_fd(&self) -> Rc<OwnedFd> {
+        self.root.clone()
+    }
+
+    /// The directory at `rel` (cleaned, relative), created with its missing parents.
+    pub fn dir(&mut self, rel: &[u8]) -> io::Result<Rc<OwnedFd>> {
+        if rel.is_empty() {
+            return Ok(self.root.clone());
+        }
+        if let Some(fd) = self.dirs.get(rel) {
+            return Ok(fd.clone());
+        }
+        let fd = match self.lookup_dir(rel) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.walk_create(rel)?,
+            Err(e) => return Err(e),
+        };
+        let fd = Rc::new(fd);
+        self.remember(rel, fd.clone());
+        Ok(fd)
+    }
+
+    /// The directory at `rel` if it exists (symlinks resolved inside the root).
+    pub fn lookup_dir(&self, rel: &[u8]) -> io::Result<OwnedFd> {
+        if rel.is_empty() {
+            return Ok(rfs::openat(
+                &*self.root,
+                ".",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?);
+        }
+        Ok(rfs::openat2(
+            &*self.root,
+            os(rel),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?)
+    }
+
+    /// Remember an open directory (one we just created, say) for later lookups.
+    pub fn remember(&mut self, rel: &[u8], fd: Rc<OwnedFd>) {
+        if self.dirs.len() >= DIR_CACHE_MAX {
+            self.dirs.clear();
+        }
+        self.dirs.insert(rel.to_vec(), fd);
+    }
+
+    /// Forget every cached directory: a directory or symlink was removed or replaced, so a
+    /// cached path may now name something else.
+    pub fn invalidate(&mut self) {
+        self.dirs.clear();
+    }
+
+    /// Walk `rel` one component at a time from the root, following symlinks inside the
+    /// root and creating missing directories (mode 0755, like containerd and umoci).
+    fn walk_create(&mut self, rel: &[u8]) -> io::Result<OwnedFd> {
+        // stack[i] is the directory at names[..i]; stack[0] is the root.
+        let mut stack: Vec<OwnedFd> = vec![dup_dir(&self.root)?];
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let mut todo: std::collections::VecDeque<Vec<u8>> =
+            rel.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
+        let mut links = 0;
+        while let Some(c) = todo.pop_front() {
+            match &c[..] {
+                b"" | b"." => continue,
+                b".." => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                        names.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let cur = stack.last().unwrap();
+            match rfs::statat(cur, os(&c), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                    FileType::Directory => {}
+                    FileType::Symlink => {
+                        links += 1;
+                        if links > MAX_SYMLINKS {
+                            return Err(Errno::LOOP.into());
+                        }
+                        let target = rfs::readlinkat(cur, os(&c), Vec::new())?.into_bytes();
+                        if target.first() == Some(&b'/') {
+                            stack.truncate(1);
+                            names.clear();
+                        }
+                        for part in target.split(|&b| b == b'/').rev() {
+                            todo.push_front(part.to_vec());
+                        }
+                        continue;
+                    }
+                    _ => return Err(Errno::NOTDIR.into()),
+                },
+                Err(Errno::NOENT) => {
+                    rfs::mkdirat(cur, os(&c), Mode::from_raw_mode(0o755))?;
+                    let mut path = names.join(&b'/');
+                    if !path.is_empty() {
+                        path.push(b'/');
+                    }
+                    path.extend_from_slice(&c);
+                    self.implicit.push(path);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let next = rfs::openat(
+                cur,
+                os(&c),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            stack.push(next);
+            names.push(c);
+        }
+        Ok(stack.pop().unwrap())
+    }
+}
+
+fn dup_dir(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    Ok(rfs::openat(
+        fd,
+        ".",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// What was at a name before an entry took its place.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Previous {
+    Nothing,
+    Directory,
+    Other(FileType),
+}
+
+/// Remove whatever is at `parent/name` (recursively for a directory), unless it is a
+/// directory and `keep_dir` is set. Reports what was there.
+pub(crate) fn clear_slot(parent: &impl AsFd, name: &[u8], keep_dir: bool) -> io::Result<Previous> {
+    let st = match rfs::statat(parent, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(Previous::Nothing),
+        Err(e) => return Err(e.into()),
+    };
+    let ft = FileType::from_raw_mode(st.st_mode);
+    if ft == FileType::Directory {
+        if !keep_dir {
+            remove_all(parent, name)?;
+        }
+        return Ok(Previous::Directory);
+    }
+    rfs::unlinkat(parent, os(name), AtFlags::empty())?;
+    Ok(Previous::Other(ft))
+}
+
+/// `rm -rf parent/name` without following symlinks and without leaving `parent`.
+pub fn remove_all(parent: &impl AsFd, name: &[u8]) -> io::Result<()> {
+    match rfs::unlinkat(parent, os(name), AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::ISDIR) | Err(Errno::PERM) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let dir = rfs::openat(
+        parent,
+        os(name),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut children = Vec::new();
+    for e in rfs::Dir::read_from(&dir)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            children.push((n.to_vec(), e.file_type() == FileType::Directory));
+        }
+    }
+    for (child, is_dir) in children {
+        if is_dir {
+            remove_all(&dir, &child)?;
+        } else {
+            match rfs::unlinkat(&dir, os(&child), AtFlags::empty()) {
+                Err(Errno::ISDIR) => remove_all(&dir, &child)?,
+                r => r?,
+            }
+        }
+    }
+    rfs::unlinkat(parent, os(name), AtFlags::REMOVEDIR)?;
+    Ok(())
+}
