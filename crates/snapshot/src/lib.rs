@@ -1,0 +1,21 @@
+//! Local state of rdpull: snapshots, images and the blobs that describe them.
+//!
+//! This crate owns the on-disk store under rdpull's root: a snapshot store modelled on
+//! containerd's snapshotter ([`Store`]: key, parent, kind, labels, timestamps; prepare,
+//! view, commit, remove, mounts), addressed by [`ChainId`] for committed layers so that a
+//! layer already present is never fetched again; image records ([`ImageRecord`]); a small
+//! content store for manifests and configs; and [`flatten`], which turns a chain of
+//! overlay-format snapshot directories into one plain rootfs. It does not fetch or unpack
+//! layers; it gives the unpacker a directory and commits it when told to.
+
+mod chain;
+mod error;
+mod flatten;
+mod images;
+mod store;
+
+pub use chain::ChainId;
+pub use error::StoreError;
+pub use flatten::{flatten, FlattenStats};
+pub use images::{ImageRecord, LayerRecord};
+pub use store::{Info, Kind, Mount, Store};

@@ -1,14 +1,12 @@
 //! Tar application: entry kinds, overlay whiteouts, and confinement to the layer root.
 //! These tests need root (owners, devices, trusted.* xattrs), as rdpull itself does.
 
-mod tarbuild;
-
 use std::io::Write;
 use std::path::Path;
 
 use rdpull_unpack::{apply_tar, unpack_layer, ApplyOptions, LayerDescriptor, UnpackError};
 use rdpull_verify::Digest;
-use tarbuild::{listing, Hdr, Tar};
+use rdpull_testkit::{listing, Hdr, Tar};
 
 fn apply(tar: &[u8], dir: &Path) -> Result<rdpull_unpack::LayerStats, UnpackError> {
     let mut r = tar;

@@ -1,5 +1,5 @@
-//! Test helpers: a raw tar writer (hostile names included) and a tree lister.
-#![allow(dead_code)]
+//! Test helpers for rdpull's crates: a raw tar writer that can write any name (hostile
+//! ones included, which well-behaved tar builders refuse) and a compact tree lister.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

@@ -1,0 +1,162 @@
+//! Image records (reference → manifest → config → chain) and the small content store
+//! that keeps each image's manifest, index and config blobs.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use rdpull_verify::Digest;
+
+use crate::chain::ChainId;
+use crate::error::{io_err, StoreError};
+use crate::store::{now_ns, sync_dir, Kind, Store};
+
+/// One layer as the image describes it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerRecord {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub diff_id: Digest,
+}
+
+/// A pulled image: what its reference resolved to and the snapshots that hold it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageRecord {
+    /// The normalised reference, e.g. `docker.io/library/centos:latest`.
+    pub name: String,
+    /// What the reference points at (an index or the manifest).
+    pub target_digest: Digest,
+    pub target_media_type: String,
+    pub manifest_digest: Digest,
+    pub config_digest: Digest,
+    pub platform: String,
+    pub layers: Vec<LayerRecord>,
+    /// ChainIDs, bottom first; the last names the image's top snapshot.
+    pub chain: Vec<ChainId>,
+    pub created: u128,
+}
+
+impl ImageRecord {
+    /// Sum of the compressed layer sizes.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+
+    pub fn top(&self) -> Option<&ChainId> {
+        self.chain.last()
+    }
+}
+
+impl Store {
+    /// Record an image; every snapshot of its chain must be committed.
+    pub fn put_image(&self, mut image: ImageRecord) -> Result<(), StoreError> {
+        let mut l = self.lock()?;
+        for c in &image.chain {
+            match l.meta.snapshots.get(&c.to_string()) {
+                Some(i) if i.kind == Kind::Committed => {}
+                _ => {
+                    return Err(StoreError::InvalidState {
+                        key: c.to_string(),
+                        why: format!("image {} names it, but it is not committed", image.name),
+                    })
+                }
+            }
+        }
+        image.created = now_ns();
+        l.meta.images.insert(image.name.clone(), image);
+        l.save()
+    }
+
+    pub fn image(&self, name: &str) -> Result<ImageRecord, StoreError> {
+        self.lock()?
+            .meta
+            .images
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::ImageNotFound(name.into()))
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        Ok(self.lock()?.meta.images.values().cloned().collect())
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root()
+            .join("content/blobs")
+            .join(digest.algorithm().name())
+            .join(digest.hex())
+    }
+
+    /// Store a small blob (manifest, index, config) after checking its digest.
+    pub fn put_blob(&self, digest: &Digest, data: &[u8]) -> Result<(), StoreError> {
+        digest.verify(data).map_err(|source| StoreError::Blob {
+            digest: digest.to_string(),
+            source,
+        })?;
+        let path = self.blob_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let dir = path.parent().unwrap();
+        std::fs::create_dir_all(dir).map_err(io_err(dir.display()))?;
+        let tmp = self.root().join("tmp").join(format!("blob-{}-{}", digest.hex(), std::process::id()));
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(tmp.display()))?;
+        f.write_all(data).map_err(io_err(tmp.display()))?;
+        f.sync_all().map_err(io_err(tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(path.display()))?;
+        sync_dir(dir)
+    }
+
+    /// Read a stored blob back, verified.
+    pub fn blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest);
+        let data = std::fs::read(&path).map_err(io_err(path.display()))?;
+        digest.verify(&data).map_err(|source| StoreError::Blob {
+            digest: digest.to_string(),
+            source,
+        })?;
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn images_need_committed_chains_and_blobs_are_verified() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let diff = Digest::sha256_of(b"layer");
+        let chain = ChainId::chain(std::slice::from_ref(&diff));
+        let rec = ImageRecord {
+            name: "example.com/a:b".into(),
+            target_digest: Digest::sha256_of(b"m"),
+            target_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            manifest_digest: Digest::sha256_of(b"m"),
+            config_digest: Digest::sha256_of(b"c"),
+            platform: "linux/amd64".into(),
+            layers: vec![LayerRecord {
+                digest: Digest::sha256_of(b"blob"),
+                size: 4,
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                diff_id: diff,
+            }],
+            chain: chain.clone(),
+            created: 0,
+        };
+        let e = s.put_image(rec.clone()).unwrap_err().to_string();
+        assert!(e.ends_with("image example.com/a:b names it, but it is not committed"), "{e}");
+        s.prepare("x", None, BTreeMap::new()).unwrap();
+        s.commit(&chain[0].to_string(), "x", BTreeMap::new()).unwrap();
+        s.put_image(rec.clone()).unwrap();
+        let got = s.image("example.com/a:b").unwrap();
+        assert_eq!((got.name.as_str(), got.size(), got.top()), ("example.com/a:b", 4, chain.last()));
+        assert!(matches!(s.image("nope"), Err(StoreError::ImageNotFound(_))));
+
+        s.put_blob(&Digest::sha256_of(b"m"), b"m").unwrap();
+        assert_eq!(s.blob(&Digest::sha256_of(b"m")).unwrap(), b"m");
+        assert!(s.put_blob(&Digest::sha256_of(b"m"), b"not m").is_err());
+    }
+}
