@@ -219,9 +219,14 @@ impl Store {
         Ok(info)
     }
 
-    /// Commit the active snapshot `key` as `name`. Its parent must be committed. The
-    /// caller has made the files durable (one `syncfs` covers a whole pull).
+    /// Commit the active snapshot `key` as `name`. Its parent must be committed. Its files
+    /// are made durable first with one `syncfs` (no fsync per file while unpacking).
     pub fn commit(&self, name: &str, key: &str, labels: BTreeMap<String, String>) -> Result<Info, StoreError> {
+        if let Ok(info) = self.stat(key) {
+            let dir = self.fs_path(&info);
+            let fd = File::open(&dir).map_err(io_err(dir.display()))?;
+            rustix::fs::syncfs(&fd).map_err(|e| io_err(dir.display())(e.into()))?;
+        }
         let mut l = self.lock()?;
         if l.meta.snapshots.contains_key(name) {
             return Err(StoreError::AlreadyExists(name.into()));

@@ -1,0 +1,393 @@
+//! The pull pipeline: wires fetch → verify → unpack → snapshot for one image.
+//!
+//! Every missing layer gets its own task. Its HTTP body (async, on the runtime) feeds a
+//! bounded channel; a blocking thread reads that channel through the compressed hash,
+//! the decompressor, the DiffID hash and the tar applier into an active snapshot. Layers
+//! commit strictly in chain order, each only after both its digests matched, so the store
+//! never holds a committed layer without its parents. The first failure cancels the rest
+//! and removes their active snapshots; layers committed before it stay.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use oci_spec::image::ImageConfiguration;
+use rdpull_fetch::{resolve, BlobDescriptor, ClientOptions, FetchError, Platform, Reference, Registry, ResolvedImage};
+use rdpull_snapshot::{ChainId, ImageRecord, LayerRecord, Store, StoreError};
+use rdpull_unpack::{unpack_layer, ApplyOptions, LayerDescriptor, UnpackError};
+use rdpull_verify::Digest;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::progress::{LayerState, Progress};
+
+/// Image configs are small; this only stops a hostile registry from making us buffer.
+const MAX_CONFIG_SIZE: u64 = 16 << 20;
+/// Chunks in flight between a download and its unpacker (each at most a few tens of KiB).
+const CHANNEL_CHUNKS: usize = 32;
+/// Label naming the process that owns an active snapshot (`pid:starttime`).
+const OWNER_LABEL: &str = "rdpull.io/owner";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("layer {index}/{count} {digest}: {source}")]
+    Layer {
+        index: usize,
+        count: usize,
+        digest: Digest,
+        #[source]
+        source: UnpackError,
+    },
+    #[error("layer {index}/{count} {digest}: {source}")]
+    LayerFetch {
+        index: usize,
+        count: usize,
+        digest: Digest,
+        #[source]
+        source: FetchError,
+    },
+    #[error("config {digest}: {why}")]
+    Config { digest: Digest, why: String },
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub struct PullOptions {
+    pub parallel: usize,
+    pub platform: Platform,
+    pub client: ClientOptions,
+    pub quiet: bool,
+}
+
+/// What a pull did.
+pub struct PullOutcome {
+    pub image: ImageRecord,
+    pub fetched_layers: usize,
+}
+
+/// Pull `reference` into `store`.
+pub async fn pull(store: Arc<Store>, reference: &Reference, opts: &PullOptions) -> Result<PullOutcome, PullError> {
+    let removed = store.remove_stale(|i| i.labels.get(OWNER_LABEL).is_some_and(|o| !owner_alive(o)))?;
+    if !removed.is_empty() {
+        tracing::info!("removed {} snapshot(s) left by interrupted pulls", removed.len());
+    }
+    let mut client = opts.client.clone();
+    client.pool_size = opts.parallel.max(1);
+    let registry = Arc::new(Registry::connect(reference, client).await?);
+    let image = resolve(&registry, reference, &opts.platform).await?;
+    let (config_bytes, config): (_, ImageConfiguration) = registry
+        .blob_json(reference.repository(), &image.config, MAX_CONFIG_SIZE)
+        .await?;
+    let diff_ids = diff_ids(&image, &config)?;
+    let chain = ChainId::chain(&diff_ids);
+    let count = image.layers.len();
+
+    let progress = Arc::new(Progress::new(
+        opts.quiet,
+        image.layers.iter().map(|l| l.digest.short().to_string()).collect(),
+        image.layers.iter().map(|l| l.size).collect(),
+    ));
+    progress.say(&format!(
+        "{}: Pulling from {}",
+        reference.tag().unwrap_or_else(|| reference.digest().map_or("latest", |d| d.short())),
+        reference.repository()
+    ));
+
+    let mut present = Vec::with_capacity(count);
+    for c in &chain {
+        present.push(store.is_committed(&c.to_string())?);
+    }
+    let fetched_layers = present.iter().filter(|p| !**p).count();
+    for (i, p) in present.iter().enumerate() {
+        progress.state(i, if *p { LayerState::AlreadyExists } else { LayerState::Waiting });
+    }
+
+    let permits = Arc::new(Semaphore::new(opts.parallel.max(1)));
+    let apply = ApplyOptions::default();
+    let owner = owner_label();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut prepared: BTreeMap<usize, String> = BTreeMap::new();
+    for i in (0..count).filter(|&i| !present[i]) {
+        let key = format!("extract-{}-{}", std::process::id(), chain[i]);
+        let mut labels = BTreeMap::new();
+        labels.insert(OWNER_LABEL.to_string(), owner.clone());
+        labels.insert("rdpull.io/layer.digest".to_string(), image.layers[i].digest.to_string());
+        let parent = i.checked_sub(1).map(|p| chain[p].to_string());
+        let info = store.prepare(&key, parent.as_deref(), labels)?;
+        prepared.insert(i, key);
+        let job = LayerJob {
+            index: i,
+            count,
+            blob: image.layers[i].clone(),
+            diff_id: diff_ids[i].clone(),
+            dir: store.fs_path(&info),
+            repository: reference.repository().to_string(),
+        };
+        let (registry, permits, progress, apply) = (registry.clone(), permits.clone(), progress.clone(), apply.clone());
+        tasks.spawn(async move { (i, job.run(registry, permits, progress, apply).await) });
+    }
+
+    // Commit in chain order as layers finish; stop at the first failure.
+    let mut done: BTreeMap<usize, ()> = BTreeMap::new();
+    let mut next = present.iter().take_while(|p| **p).count();
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (i, result) = match joined {
+            Ok(r) => r,
+            Err(e) => (usize::MAX, Err(PullError::Internal(format!("layer task failed: {e}")))),
+        };
+        if let Err(e) = result {
+            failure = Some(e);
+            break;
+        }
+        done.insert(i, ());
+        while next < count && (present[next] || done.contains_key(&next)) {
+            if !present[next] {
+                let key = prepared.remove(&next).expect("prepared");
+                commit(&store, &key, &chain[next])?;
+                progress.state(next, LayerState::Complete);
+            }
+            next += 1;
+        }
+    }
+    if let Some(e) = failure {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        for key in prepared.values() {
+            if let Err(re) = store.remove(key) {
+                tracing::warn!("removing {key}: {re}");
+            }
+        }
+        return Err(e);
+    }
+
+    store.put_blob(&image.manifest_digest, &image.manifest)?;
+    if let Some(index) = &image.index {
+        store.put_blob(&image.target_digest, index)?;
+    }
+    store.put_blob(&image.config.digest, &config_bytes)?;
+    let previous = store.image(&reference.to_string()).ok();
+    let record = ImageRecord {
+        name: reference.to_string(),
+        target_digest: image.target_digest.clone(),
+        target_media_type: image.target_media_type.clone(),
+        manifest_digest: image.manifest_digest.clone(),
+        config_digest: image.config.digest.clone(),
+        platform: opts.platform.to_string(),
+        layers: image
+            .layers
+            .iter()
+            .zip(&diff_ids)
+            .map(|(l, d)| LayerRecord {
+                digest: l.digest.clone(),
+                size: l.size,
+                media_type: l.media_type.clone(),
+                diff_id: d.clone(),
+            })
+            .collect(),
+        chain,
+        created: 0,
+    };
+    store.put_image(record.clone())?;
+    let up_to_date = fetched_layers == 0 && previous.is_some_and(|p| p.target_digest == record.target_digest);
+    let status = if up_to_date {
+        format!("Image is up to date for {reference}")
+    } else {
+        format!("Downloaded newer image for {reference}")
+    };
+    progress.finish(&image.target_digest.to_string(), &status, &reference.to_string());
+    Ok(PullOutcome {
+        image: record,
+        fetched_layers,
+    })
+}
+
+fn diff_ids(image: &ResolvedImage, config: &ImageConfiguration) -> Result<Vec<Digest>, PullError> {
+    let bad = |why: String| PullError::Config {
+        digest: image.config.digest.clone(),
+        why,
+    };
+    let ids = config.rootfs().diff_ids();
+    if ids.len() != image.layers.len() {
+        return Err(bad(format!(
+            "{} diff_ids for {} layers in manifest {}",
+            ids.len(),
+            image.layers.len(),
+            image.manifest_digest
+        )));
+    }
+    ids.iter()
+        .map(|s| s.parse::<Digest>().map_err(|e| bad(e.to_string())))
+        .collect()
+}
+
+/// Commit a layer under its ChainID. Another pull that committed the same ChainID first
+/// wins; ours is dropped.
+fn commit(store: &Store, key: &str, chain_id: &ChainId) -> Result<(), PullError> {
+    match store.commit(&chain_id.to_string(), key, BTreeMap::new()) {
+        Ok(_) => Ok(()),
+        Err(StoreError::AlreadyExists(_)) => Ok(store.remove(key)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+struct LayerJob {
+    index: usize,
+    count: usize,
+    blob: BlobDescriptor,
+    diff_id: Digest,
+    dir: std::path::PathBuf,
+    repository: String,
+}
+
+impl LayerJob {
+    async fn run(
+        self,
+        registry: Arc<Registry>,
+        permits: Arc<Semaphore>,
+        progress: Arc<Progress>,
+        apply: ApplyOptions,
+    ) -> Result<(), PullError> {
+        let permit = permits.acquire_owned().await.map_err(|e| PullError::Internal(e.to_string()))?;
+        let fetch_err = |source| PullError::LayerFetch {
+            index: self.index + 1,
+            count: self.count,
+            digest: self.blob.digest.clone(),
+            source,
+        };
+        let mut stream = registry.blob(&self.repository, &self.blob).await.map_err(fetch_err)?;
+        progress.state(self.index, LayerState::Downloading);
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
+        let index = self.index;
+        let total = self.blob.size;
+        let p = progress.clone();
+        let download = tokio::spawn(async move {
+            let _permit = permit; // the HTTP stream slot is held until the body ends
+            let mut got = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let item = chunk.map_err(|e| io::Error::other(e.to_string()));
+                let failed = item.is_err();
+                if let Ok(c) = &item {
+                    got += c.len() as u64;
+                    p.bytes(index, got);
+                }
+                if tx.send(item).await.is_err() || failed {
+                    return; // the unpacker stopped (failed); nothing more to do
+                }
+            }
+            if got == total {
+                // The body is in; the unpacker works through what is buffered.
+                p.state(index, LayerState::Extracting);
+            }
+        });
+        let desc_digest = self.blob.digest.clone();
+        let media_type = self.blob.media_type.clone();
+        let (size, diff_id, dir) = (self.blob.size, self.diff_id.clone(), self.dir.clone());
+        let unpacked = tokio::task::spawn_blocking(move || {
+            let d = LayerDescriptor {
+                digest: &desc_digest,
+                size,
+                media_type: &media_type,
+                diff_id: &diff_id,
+            };
+            unpack_layer(ChannelReader::new(rx), &d, &dir, &apply)
+        })
+        .await
+        .map_err(|e| PullError::Internal(format!("unpack task: {e}")))?;
+        download.abort();
+        unpacked.map_err(|source| PullError::Layer {
+            index: self.index + 1,
+            count: self.count,
+            digest: self.blob.digest.clone(),
+            source,
+        })?;
+        // Both digests matched; the commit (in chain order) follows.
+        progress.state(self.index, LayerState::Verifying);
+        Ok(())
+    }
+}
+
+/// Blocking `Read` over the chunks a download task sends.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        ChannelReader { rx, current: Bytes::new() }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// `pid:starttime` of this process: a pid alone can be reused after a crash.
+fn owner_label() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", start_time(pid).unwrap_or_default())
+}
+
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the parenthesised command name (which may hold spaces).
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19).map(str::to_string)
+}
+
+fn owner_alive(owner: &str) -> bool {
+    let Some((pid, start)) = owner.split_once(':') else {
+        return false;
+    };
+    pid.parse::<u32>().ok().and_then(start_time).as_deref() == Some(start)
+}
+
+/// Flatten an image's snapshots into `dest`, which must not exist (its parent must).
+/// Built in a hidden sibling and renamed into place, so `dest` appears whole or not at all.
+pub fn unpack_to(store: &Store, image: &ImageRecord, dest: &Path) -> Result<rdpull_snapshot::FlattenStats, PullError> {
+    let io = |what: &str, e: io::Error| PullError::Internal(format!("{what} {}: {e}", dest.display()));
+    if dest.symlink_metadata().is_ok() {
+        return Err(io("unpack target", io::Error::new(io::ErrorKind::AlreadyExists, "already exists")));
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = dest
+        .file_name()
+        .ok_or_else(|| io("unpack target", io::Error::new(io::ErrorKind::InvalidInput, "has no file name")))?;
+    let tmp = parent.join(format!(".{}.rdpull-{}", name.to_string_lossy(), std::process::id()));
+    std::fs::create_dir(&tmp).map_err(|e| io("create", e))?;
+    let layers: Result<Vec<_>, _> = image
+        .chain
+        .iter()
+        .map(|c| store.stat(&c.to_string()).map(|i| store.fs_path(&i)))
+        .collect();
+    let result = layers
+        .map_err(PullError::from)
+        .and_then(|l| rdpull_snapshot::flatten(&l, &tmp).map_err(PullError::from))
+        .and_then(|stats| std::fs::rename(&tmp, dest).map(|_| stats).map_err(|e| io("rename into", e)));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
