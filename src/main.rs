@@ -131,9 +131,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         }
         Command::Unpack { image, dir } => {
             let reference: Reference = image.parse()?;
+            let opts = pull_options(&g)?;
+            // Pull unless the image is here for the platform asked for.
             let record = match store.image(&reference.to_string()) {
-                Ok(r) => r,
-                Err(_) => pull::pull(store.clone(), &reference, &pull_options(&g)?).await?.image,
+                Ok(r) if r.platform == opts.platform.to_string() => r,
+                _ => pull::pull(store.clone(), &reference, &opts).await?.image,
             };
             let stats = pull::unpack_to(&store, &record, &dir)?;
             if !g.quiet {

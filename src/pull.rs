@@ -68,7 +68,6 @@ pub struct PullOptions {
 /// What a pull did.
 pub struct PullOutcome {
     pub image: ImageRecord,
-    pub fetched_layers: usize,
 }
 
 /// Pull `reference` into `store`.
@@ -202,10 +201,7 @@ pub async fn pull(store: Arc<Store>, reference: &Reference, opts: &PullOptions) 
         format!("Downloaded newer image for {reference}")
     };
     progress.finish(&image.target_digest.to_string(), &status, &reference.to_string());
-    Ok(PullOutcome {
-        image: record,
-        fetched_layers,
-    })
+    Ok(PullOutcome { image: record })
 }
 
 fn diff_ids(image: &ResolvedImage, config: &ImageConfiguration) -> Result<Vec<Digest>, PullError> {

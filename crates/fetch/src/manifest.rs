@@ -199,6 +199,7 @@ async fn fetch_manifest(
     let head: Head = parse_json(&what, &bytes)?;
     let media_type = match head.media_type {
         Some(m) if !m.is_empty() => m,
+        _ if !header_type.is_empty() && header_type != "application/json" => header_type,
         _ if head.schema_version == 1 => media::DOCKER_SCHEMA1.to_string(),
         _ => header_type,
     };

@@ -1,0 +1,88 @@
+//! Shared helpers for rdpull's integration tests: running the binary, listing trees with
+//! the testbed's `tree-manifest`, and an in-process registry that injects faults.
+#![allow(dead_code)]
+
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The testbed scripts: `$RDPULL_TESTBED` or `../shared/testbed` beside the checkout.
+pub fn testbed() -> PathBuf {
+    match std::env::var_os("RDPULL_TESTBED") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testbed"),
+    }
+}
+
+pub fn testbed_dir() -> PathBuf {
+    PathBuf::from(std::env::var("TESTBED_DIR").unwrap_or_else(|_| "/var/tmp/rdpull-testbed".into()))
+}
+
+/// Run rdpull with `--root root` and the given arguments.
+pub fn rdpull(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rdpull"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("RDPULL_ROOT")
+        .output()
+        .expect("run rdpull")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert success, showing the output otherwise.
+pub fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "rdpull failed: {}\n{}", stderr(&o), stdout(&o));
+    o
+}
+
+/// Assert failure with exit code 1 and exactly one stderr line; return that line.
+pub fn fails(o: Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "expected failure, got {:?}: {}", o.status, stdout(&o));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "error must be one line: {err}");
+    lines[0].to_string()
+}
+
+/// The testbed's canonical listing of a tree (python3 tree-manifest).
+pub fn tree_manifest(dir: &Path) -> String {
+    let o = Command::new("python3")
+        .arg(testbed().join("tree-manifest"))
+        .arg(dir)
+        .output()
+        .expect("run tree-manifest");
+    assert!(o.status.success(), "tree-manifest: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Snapshot store state: (committed keys, active keys), from the store's metadata.
+pub fn snapshots(root: &Path) -> (Vec<String>, Vec<String>) {
+    let meta = match std::fs::read(root.join("metadata.json")) {
+        Ok(m) => m,
+        Err(_) => return (vec![], vec![]),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    let mut committed = vec![];
+    let mut active = vec![];
+    for (k, info) in v["snapshots"].as_object().unwrap() {
+        match info["kind"].as_str().unwrap() {
+            "committed" => committed.push(k.clone()),
+            _ => active.push(k.clone()),
+        }
+    }
+    (committed, active)
+}
+
+/// Snapshot directories on disk (to check nothing is left behind).
+pub fn snapshot_dirs(root: &Path) -> usize {
+    std::fs::read_dir(root.join("snapshots")).map(|d| d.count()).unwrap_or(0)
+}
