@@ -10,14 +10,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
 #[cfg(test)]
 use clap::CommandFactory;
+use clap::{Args, Parser, Subcommand};
 use rdpull_fetch::{ClientOptions, Credentials, Platform, Reference};
 use rdpull_snapshot::Store;
 
 #[derive(Parser)]
-#[command(name = "rdpull", version, about = "Pipelined container image pull and unpack")]
+#[command(
+    name = "rdpull",
+    version,
+    about = "Pipelined container image pull and unpack"
+)]
 #[command(after_help = "`rdpull [OPTIONS] IMAGE` is short for `rdpull [OPTIONS] pull IMAGE`.")]
 struct Cli {
     #[command(subcommand)]
@@ -27,7 +31,14 @@ struct Cli {
 }
 
 /// Global options that take a value (needed to find the first word that is not one).
-const VALUE_OPTIONS: &[&str] = &["--root", "--parallel", "--platform", "--user", "--stall-timeout"];
+const VALUE_OPTIONS: &[&str] = &[
+    "--root",
+    "--parallel",
+    "--platform",
+    "--user",
+    "--stall-timeout",
+    "--tls-ca",
+];
 const COMMANDS: &[&str] = &["pull", "unpack", "images", "help"];
 
 /// `rdpull [OPTIONS] IMAGE` means `rdpull [OPTIONS] pull IMAGE`, as the design's
@@ -40,7 +51,11 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
             break;
         }
         if a.starts_with('-') {
-            i += if VALUE_OPTIONS.contains(&a.as_ref()) { 2 } else { 1 };
+            i += if VALUE_OPTIONS.contains(&a.as_ref()) {
+                2
+            } else {
+                1
+            };
             continue;
         }
         if !COMMANDS.contains(&a.as_ref()) {
@@ -54,7 +69,12 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
 #[derive(Args, Clone)]
 struct Global {
     /// Where snapshots, images and metadata live.
-    #[arg(long, global = true, env = "RDPULL_ROOT", default_value = "/var/lib/rdpull")]
+    #[arg(
+        long,
+        global = true,
+        env = "RDPULL_ROOT",
+        default_value = "/var/lib/rdpull"
+    )]
     root: PathBuf,
     /// Concurrent HTTP blob streams.
     #[arg(long, global = true, default_value_t = 8)]
@@ -65,6 +85,9 @@ struct Global {
     /// Talk plain HTTP to the registry.
     #[arg(long, global = true)]
     plain_http: bool,
+    /// Extra CA certificates (PEM) to trust for registry TLS.
+    #[arg(long, global = true)]
+    tls_ca: Option<PathBuf>,
     /// Registry credentials, USER:PASSWORD.
     #[arg(long, global = true, env = "RDPULL_USER", hide_env_values = true)]
     user: Option<String>,
@@ -87,12 +110,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Errors reach the user as one line from main; libraries' own logging stays quiet
+    // unless RDPULL_LOG asks for it (e.g. RDPULL_LOG=debug).
+    let filter = std::env::var("RDPULL_LOG").unwrap_or_else(|_| {
+        "off,rdpull=warn,rdpull_fetch=warn,rdpull_unpack=warn,rdpull_snapshot=warn".into()
+    });
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("RDPULL_LOG"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&e),
     };
@@ -139,11 +170,18 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             };
             let stats = pull::unpack_to(&store, &record, &dir)?;
             if !g.quiet {
-                println!("Unpacked {reference} to {} ({} entries)", dir.display(), stats.entries);
+                println!(
+                    "Unpacked {reference} to {} ({} entries)",
+                    dir.display(),
+                    stats.entries
+                );
             }
         }
         Command::Images => {
-            println!("{:<50} {:<73} {:>10} {:>6}", "REF", "MANIFEST DIGEST", "SIZE", "LAYERS");
+            println!(
+                "{:<50} {:<73} {:>10} {:>6}",
+                "REF", "MANIFEST DIGEST", "SIZE", "LAYERS"
+            );
             for i in store.images()? {
                 println!(
                     "{:<50} {:<73} {:>10} {:>6}",
@@ -174,6 +212,7 @@ fn pull_options(g: &Global) -> Result<pull::PullOptions, BoxError> {
         client: ClientOptions {
             plain_http: g.plain_http,
             credentials,
+            tls_ca: g.tls_ca.clone(),
             stall_timeout: Duration::from_secs(g.stall_timeout.max(1)),
             ..ClientOptions::default()
         },
@@ -196,16 +235,31 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         let v = s.split_whitespace().map(std::ffi::OsString::from).collect();
-        with_default_command(v).into_iter().map(|a| a.into_string().unwrap()).collect()
+        with_default_command(v)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
     }
 
     #[test]
     fn image_alone_means_pull() {
-        assert_eq!(args("rdpull --parallel 16 centos"), ["rdpull", "--parallel", "16", "pull", "centos"]);
+        assert_eq!(
+            args("rdpull --parallel 16 centos"),
+            ["rdpull", "--parallel", "16", "pull", "centos"]
+        );
         assert_eq!(args("rdpull centos"), ["rdpull", "pull", "centos"]);
-        assert_eq!(args("rdpull --root /r --quiet x:1"), ["rdpull", "--root", "/r", "--quiet", "pull", "x:1"]);
-        assert_eq!(args("rdpull --root /r images"), ["rdpull", "--root", "/r", "images"]);
-        assert_eq!(args("rdpull --root=/r unpack a b"), ["rdpull", "--root=/r", "unpack", "a", "b"]);
+        assert_eq!(
+            args("rdpull --root /r --quiet x:1"),
+            ["rdpull", "--root", "/r", "--quiet", "pull", "x:1"]
+        );
+        assert_eq!(
+            args("rdpull --root /r images"),
+            ["rdpull", "--root", "/r", "images"]
+        );
+        assert_eq!(
+            args("rdpull --root=/r unpack a b"),
+            ["rdpull", "--root=/r", "unpack", "a", "b"]
+        );
         assert_eq!(args("rdpull --help"), ["rdpull", "--help"]);
         Cli::command().debug_assert();
     }

@@ -15,9 +15,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oci_spec::image::ImageConfiguration;
-use rdpull_fetch::{resolve, BlobDescriptor, ClientOptions, FetchError, Platform, Reference, Registry, ResolvedImage};
+use rdpull_fetch::{
+    resolve, BlobDescriptor, ClientOptions, FetchError, Platform, Reference, Registry,
+    ResolvedImage,
+};
 use rdpull_snapshot::{ChainId, ImageRecord, LayerRecord, Store, StoreError};
-use rdpull_unpack::{unpack_layer, ApplyOptions, LayerDescriptor, UnpackError};
+use rdpull_unpack::{unpack_layer, ApplyOptions, LayerDescriptor};
 use rdpull_verify::Digest;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -36,21 +39,14 @@ pub enum PullError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A layer failed: its download (FetchError) or its unpacking (UnpackError).
     #[error("layer {index}/{count} {digest}: {source}")]
     Layer {
         index: usize,
         count: usize,
         digest: Digest,
         #[source]
-        source: UnpackError,
-    },
-    #[error("layer {index}/{count} {digest}: {source}")]
-    LayerFetch {
-        index: usize,
-        count: usize,
-        digest: Digest,
-        #[source]
-        source: FetchError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("config {digest}: {why}")]
     Config { digest: Digest, why: String },
@@ -71,10 +67,18 @@ pub struct PullOutcome {
 }
 
 /// Pull `reference` into `store`.
-pub async fn pull(store: Arc<Store>, reference: &Reference, opts: &PullOptions) -> Result<PullOutcome, PullError> {
-    let removed = store.remove_stale(|i| i.labels.get(OWNER_LABEL).is_some_and(|o| !owner_alive(o)))?;
+pub async fn pull(
+    store: Arc<Store>,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> Result<PullOutcome, PullError> {
+    let removed =
+        store.remove_stale(|i| i.labels.get(OWNER_LABEL).is_some_and(|o| !owner_alive(o)))?;
     if !removed.is_empty() {
-        tracing::info!("removed {} snapshot(s) left by interrupted pulls", removed.len());
+        tracing::info!(
+            "removed {} snapshot(s) left by interrupted pulls",
+            removed.len()
+        );
     }
     let mut client = opts.client.clone();
     client.pool_size = opts.parallel.max(1);
@@ -89,12 +93,18 @@ pub async fn pull(store: Arc<Store>, reference: &Reference, opts: &PullOptions) 
 
     let progress = Arc::new(Progress::new(
         opts.quiet,
-        image.layers.iter().map(|l| l.digest.short().to_string()).collect(),
+        image
+            .layers
+            .iter()
+            .map(|l| l.digest.short().to_string())
+            .collect(),
         image.layers.iter().map(|l| l.size).collect(),
     ));
     progress.say(&format!(
         "{}: Pulling from {}",
-        reference.tag().unwrap_or_else(|| reference.digest().map_or("latest", |d| d.short())),
+        reference
+            .tag()
+            .unwrap_or_else(|| reference.digest().map_or("latest", |d| d.short())),
         reference.repository()
     ));
 
@@ -104,7 +114,14 @@ pub async fn pull(store: Arc<Store>, reference: &Reference, opts: &PullOptions) 
     }
     let fetched_layers = present.iter().filter(|p| !**p).count();
     for (i, p) in present.iter().enumerate() {
-        progress.state(i, if *p { LayerState::AlreadyExists } else { LayerState::Waiting });
+        progress.state(
+            i,
+            if *p {
+                LayerState::AlreadyExists
+            } else {
+                LayerState::Waiting
+            },
+        );
     }
 
     let permits = Arc::new(Semaphore::new(opts.parallel.max(1)));
@@ -116,7 +133,10 @@ pub async fn pull(store: Arc<Store>, reference: &Reference, opts: &PullOptions) 
         let key = format!("extract-{}-{}", std::process::id(), chain[i]);
         let mut labels = BTreeMap::new();
         labels.insert(OWNER_LABEL.to_string(), owner.clone());
-        labels.insert("rdpull.io/layer.digest".to_string(), image.layers[i].digest.to_string());
+        labels.insert(
+            "rdpull.io/layer.digest".to_string(),
+            image.layers[i].digest.to_string(),
+        );
         let parent = i.checked_sub(1).map(|p| chain[p].to_string());
         let info = store.prepare(&key, parent.as_deref(), labels)?;
         prepared.insert(i, key);
@@ -128,7 +148,12 @@ pub async fn pull(store: Arc<Store>, reference: &Reference, opts: &PullOptions) 
             dir: store.fs_path(&info),
             repository: reference.repository().to_string(),
         };
-        let (registry, permits, progress, apply) = (registry.clone(), permits.clone(), progress.clone(), apply.clone());
+        let (registry, permits, progress, apply) = (
+            registry.clone(),
+            permits.clone(),
+            progress.clone(),
+            apply.clone(),
+        );
         tasks.spawn(async move { (i, job.run(registry, permits, progress, apply).await) });
     }
 
@@ -139,7 +164,10 @@ pub async fn pull(store: Arc<Store>, reference: &Reference, opts: &PullOptions) 
     while let Some(joined) = tasks.join_next().await {
         let (i, result) = match joined {
             Ok(r) => r,
-            Err(e) => (usize::MAX, Err(PullError::Internal(format!("layer task failed: {e}")))),
+            Err(e) => (
+                usize::MAX,
+                Err(PullError::Internal(format!("layer task failed: {e}"))),
+            ),
         };
         if let Err(e) = result {
             failure = Some(e);
@@ -194,13 +222,18 @@ pub async fn pull(store: Arc<Store>, reference: &Reference, opts: &PullOptions) 
         created: 0,
     };
     store.put_image(record.clone())?;
-    let up_to_date = fetched_layers == 0 && previous.is_some_and(|p| p.target_digest == record.target_digest);
+    let up_to_date =
+        fetched_layers == 0 && previous.is_some_and(|p| p.target_digest == record.target_digest);
     let status = if up_to_date {
         format!("Image is up to date for {reference}")
     } else {
         format!("Downloaded newer image for {reference}")
     };
-    progress.finish(&image.target_digest.to_string(), &status, &reference.to_string());
+    progress.finish(
+        &image.target_digest.to_string(),
+        &status,
+        &reference.to_string(),
+    );
     Ok(PullOutcome { image: record })
 }
 
@@ -243,6 +276,15 @@ struct LayerJob {
 }
 
 impl LayerJob {
+    fn failed(&self, source: impl std::error::Error + Send + Sync + 'static) -> PullError {
+        PullError::Layer {
+            index: self.index + 1,
+            count: self.count,
+            digest: self.blob.digest.clone(),
+            source: Box::new(source),
+        }
+    }
+
     async fn run(
         self,
         registry: Arc<Registry>,
@@ -250,14 +292,14 @@ impl LayerJob {
         progress: Arc<Progress>,
         apply: ApplyOptions,
     ) -> Result<(), PullError> {
-        let permit = permits.acquire_owned().await.map_err(|e| PullError::Internal(e.to_string()))?;
-        let fetch_err = |source| PullError::LayerFetch {
-            index: self.index + 1,
-            count: self.count,
-            digest: self.blob.digest.clone(),
-            source,
-        };
-        let mut stream = registry.blob(&self.repository, &self.blob).await.map_err(fetch_err)?;
+        let permit = permits
+            .acquire_owned()
+            .await
+            .map_err(|e| PullError::Internal(e.to_string()))?;
+        let mut stream = registry
+            .blob(&self.repository, &self.blob)
+            .await
+            .map_err(|e| self.failed(e))?;
         progress.state(self.index, LayerState::Downloading);
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
         let index = self.index;
@@ -297,12 +339,7 @@ impl LayerJob {
         .await
         .map_err(|e| PullError::Internal(format!("unpack task: {e}")))?;
         download.abort();
-        unpacked.map_err(|source| PullError::Layer {
-            index: self.index + 1,
-            count: self.count,
-            digest: self.blob.digest.clone(),
-            source,
-        })?;
+        unpacked.map_err(|e| self.failed(e))?;
         // Both digests matched; the commit (in chain order) follows.
         progress.state(self.index, LayerState::Verifying);
         Ok(())
@@ -317,7 +354,10 @@ struct ChannelReader {
 
 impl ChannelReader {
     fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
-        ChannelReader { rx, current: Bytes::new() }
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
     }
 }
 
@@ -359,19 +399,34 @@ fn owner_alive(owner: &str) -> bool {
 
 /// Flatten an image's snapshots into `dest`, which must not exist (its parent must).
 /// Built in a hidden sibling and renamed into place, so `dest` appears whole or not at all.
-pub fn unpack_to(store: &Store, image: &ImageRecord, dest: &Path) -> Result<rdpull_snapshot::FlattenStats, PullError> {
-    let io = |what: &str, e: io::Error| PullError::Internal(format!("{what} {}: {e}", dest.display()));
+pub fn unpack_to(
+    store: &Store,
+    image: &ImageRecord,
+    dest: &Path,
+) -> Result<rdpull_snapshot::FlattenStats, PullError> {
+    let io =
+        |what: &str, e: io::Error| PullError::Internal(format!("{what} {}: {e}", dest.display()));
     if dest.symlink_metadata().is_ok() {
-        return Err(io("unpack target", io::Error::new(io::ErrorKind::AlreadyExists, "already exists")));
+        return Err(io(
+            "unpack target",
+            io::Error::new(io::ErrorKind::AlreadyExists, "already exists"),
+        ));
     }
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let name = dest
-        .file_name()
-        .ok_or_else(|| io("unpack target", io::Error::new(io::ErrorKind::InvalidInput, "has no file name")))?;
-    let tmp = parent.join(format!(".{}.rdpull-{}", name.to_string_lossy(), std::process::id()));
+    let name = dest.file_name().ok_or_else(|| {
+        io(
+            "unpack target",
+            io::Error::new(io::ErrorKind::InvalidInput, "has no file name"),
+        )
+    })?;
+    let tmp = parent.join(format!(
+        ".{}.rdpull-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     std::fs::create_dir(&tmp).map_err(|e| io("create", e))?;
     let layers: Result<Vec<_>, _> = image
         .chain
@@ -381,7 +436,11 @@ pub fn unpack_to(store: &Store, image: &ImageRecord, dest: &Path) -> Result<rdpu
     let result = layers
         .map_err(PullError::from)
         .and_then(|l| rdpull_snapshot::flatten(&l, &tmp).map_err(PullError::from))
-        .and_then(|stats| std::fs::rename(&tmp, dest).map(|_| stats).map_err(|e| io("rename into", e)));
+        .and_then(|stats| {
+            std::fs::rename(&tmp, dest)
+                .map(|_| stats)
+                .map_err(|e| io("rename into", e))
+        });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }

@@ -4,19 +4,28 @@
 
 mod common;
 
-use common::registry::{gzip, one_file_layer, sha256, FakeRegistry, Reply, LAYER_GZIP, OCI_MANIFEST};
+use common::registry::{
+    gzip, one_file_layer, sha256, FakeRegistry, Reply, LAYER_GZIP, OCI_MANIFEST,
+};
 use common::{fails, ok, rdpull, snapshot_dirs, snapshots, stdout};
 use rdpull_testkit::{listing, Tar};
 
 fn pull(reg: &FakeRegistry, root: &std::path::Path, image: &str) -> std::process::Output {
-    rdpull(root, &["--plain-http", "pull", &format!("{}/{image}", reg.addr)])
+    rdpull(
+        root,
+        &["--plain-http", "pull", &format!("{}/{image}", reg.addr)],
+    )
 }
 
 /// After a failed pull: no active snapshot and no directory beyond the committed ones.
 fn assert_clean(root: &std::path::Path) {
     let (committed, active) = snapshots(root);
     assert!(active.is_empty(), "active snapshots left: {active:?}");
-    assert_eq!(snapshot_dirs(root), committed.len(), "orphan snapshot directories");
+    assert_eq!(
+        snapshot_dirs(root),
+        committed.len(),
+        "orphan snapshot directories"
+    );
 }
 
 #[test]
@@ -26,29 +35,54 @@ fn pulls_and_a_second_pull_fetches_no_layer() {
     let p = reg.push("app", "v1", &tars);
     let root = tempfile::tempdir().unwrap();
     let out = stdout(&ok(pull(&reg, root.path(), "app:v1")));
-    assert!(out.contains(&format!("Digest: {}", p.manifest_digest)), "{out}");
-    assert!(out.contains(&format!("Status: Downloaded newer image for {}/app:v1", reg.addr)), "{out}");
+    assert!(
+        out.contains(&format!("Digest: {}", p.manifest_digest)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "Status: Downloaded newer image for {}/app:v1",
+            reg.addr
+        )),
+        "{out}"
+    );
     assert_eq!(out.matches(": Pull complete").count(), 2, "{out}");
     for d in &p.layer_digests {
         assert_eq!(reg.hits(&FakeRegistry::blob_path("app", d)), 1);
     }
     let out = stdout(&ok(pull(&reg, root.path(), "app:v1")));
     assert_eq!(out.matches(": Already exists").count(), 2, "{out}");
-    assert!(out.contains(&format!("Status: Image is up to date for {}/app:v1", reg.addr)), "{out}");
+    assert!(
+        out.contains(&format!(
+            "Status: Image is up to date for {}/app:v1",
+            reg.addr
+        )),
+        "{out}"
+    );
     for d in &p.layer_digests {
-        assert_eq!(reg.hits(&FakeRegistry::blob_path("app", d)), 1, "layer fetched again");
+        assert_eq!(
+            reg.hits(&FakeRegistry::blob_path("app", d)),
+            1,
+            "layer fetched again"
+        );
     }
     // By digest too, and unpack from the store without any new request.
     let by_digest = format!("{}/app@{}", reg.addr, p.manifest_digest);
     ok(rdpull(root.path(), &["--plain-http", "pull", &by_digest]));
     let dir = root.path().join("rootfs");
-    ok(rdpull(root.path(), &["unpack", &by_digest, dir.to_str().unwrap()]));
+    ok(rdpull(
+        root.path(),
+        &["unpack", &by_digest, dir.to_str().unwrap()],
+    ));
     assert_eq!(listing(&dir), vec!["/a f 0644 0:0 1", "/b f 0644 0:0 2"]);
     for d in &p.layer_digests {
         assert_eq!(reg.hits(&FakeRegistry::blob_path("app", d)), 1);
     }
     let images = stdout(&ok(rdpull(root.path(), &["images"])));
-    assert!(images.contains(&format!("{}/app:v1", reg.addr)) && images.contains(&p.manifest_digest), "{images}");
+    assert!(
+        images.contains(&format!("{}/app:v1", reg.addr)) && images.contains(&p.manifest_digest),
+        "{images}"
+    );
 }
 
 #[test]
@@ -61,7 +95,10 @@ fn wrong_blob_digest() {
     bad[n - 5] ^= 0xff;
     reg.set(
         &FakeRegistry::blob_path("app", &p.layer_digests[0]),
-        Reply::Body { content_type: "application/octet-stream".into(), body: bad.clone() },
+        Reply::Body {
+            content_type: "application/octet-stream".into(),
+            body: bad.clone(),
+        },
     );
     let root = tempfile::tempdir().unwrap();
     let e = fails(pull(&reg, root.path(), "app:v1"));
@@ -117,7 +154,11 @@ fn manifest_by_digest_must_hash_to_that_digest() {
     // The registry answers the digest of v1 with v2's manifest.
     reg.put_manifest("app", &p.manifest_digest, OCI_MANIFEST, &other.manifest);
     let root = tempfile::tempdir().unwrap();
-    let e = fails(pull(&reg, root.path(), &format!("app@{}", p.manifest_digest)));
+    let e = fails(pull(
+        &reg,
+        root.path(),
+        &format!("app@{}", p.manifest_digest),
+    ));
     assert_eq!(
         e,
         format!(
@@ -133,7 +174,12 @@ fn manifest_by_digest_must_hash_to_that_digest() {
 fn schema1_is_refused() {
     let reg = FakeRegistry::start();
     let body = br#"{"schemaVersion":1,"name":"app","tag":"old","architecture":"amd64","fsLayers":[],"history":[],"signatures":[]}"#;
-    reg.put_manifest("app", "old", "application/vnd.docker.distribution.manifest.v1+prettyjws", body);
+    reg.put_manifest(
+        "app",
+        "old",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        body,
+    );
     let root = tempfile::tempdir().unwrap();
     let e = fails(pull(&reg, root.path(), "app:old"));
     assert_eq!(
@@ -186,7 +232,10 @@ fn truncated_gzip_layer() {
     reg.put_manifest("app", "cut", OCI_MANIFEST, &manifest);
     let root = tempfile::tempdir().unwrap();
     let e = fails(pull(&reg, root.path(), "app:cut"));
-    assert!(e.starts_with(&format!("rdpull: error: layer 1/1 {d}: gzip data: ")), "{e}");
+    assert!(
+        e.starts_with(&format!("rdpull: error: layer 1/1 {d}: gzip data: ")),
+        "{e}"
+    );
     assert_clean(root.path());
 }
 
@@ -210,7 +259,10 @@ fn blob_missing_and_server_errors() {
     let e = fails(pull(&reg, root.path(), "app:nope"));
     assert!(e.contains("manifest") && e.contains("HTTP 404"), "{e}");
     let e = fails(rdpull(root.path(), &["pull", "Not/A/Valid:ref"]));
-    assert_eq!(e, "rdpull: error: invalid reference \"Not/A/Valid:ref\": repository name must be lowercase");
+    assert_eq!(
+        e,
+        "rdpull: error: invalid reference \"Not/A/Valid:ref\": repository name must be lowercase"
+    );
 }
 
 /// A failure in the top layer: the lower layers that were committed stay, and the next
@@ -218,7 +270,9 @@ fn blob_missing_and_server_errors() {
 #[test]
 fn failure_keeps_committed_layers_and_the_retry_fetches_only_the_rest() {
     let reg = FakeRegistry::start();
-    let tars: Vec<Vec<u8>> = (0..3).map(|i| one_file_layer(&format!("f{i}"), &[b'0' + i as u8])).collect();
+    let tars: Vec<Vec<u8>> = (0..3)
+        .map(|i| one_file_layer(&format!("f{i}"), &[b'0' + i as u8]))
+        .collect();
     let p = reg.push("app", "v1", &tars);
     let top = FakeRegistry::blob_path("app", &p.layer_digests[2]);
     reg.set(&top, Reply::Status(503));
@@ -226,21 +280,52 @@ fn failure_keeps_committed_layers_and_the_retry_fetches_only_the_rest() {
     fails(pull(&reg, root.path(), "app:v1"));
     assert_clean(root.path());
     let (committed, _) = snapshots(root.path());
-    assert!(committed.len() <= 2, "the failed layer must not be committed: {committed:?}");
+    assert!(
+        committed.len() <= 2,
+        "the failed layer must not be committed: {committed:?}"
+    );
     // Now the registry behaves.
-    reg.set(&top, Reply::Body { content_type: "application/octet-stream".into(), body: p.blobs[2].clone() });
-    let before: Vec<usize> = p.layer_digests.iter().map(|d| reg.hits(&FakeRegistry::blob_path("app", d))).collect();
+    reg.set(
+        &top,
+        Reply::Body {
+            content_type: "application/octet-stream".into(),
+            body: p.blobs[2].clone(),
+        },
+    );
+    let before: Vec<usize> = p
+        .layer_digests
+        .iter()
+        .map(|d| reg.hits(&FakeRegistry::blob_path("app", d)))
+        .collect();
     ok(pull(&reg, root.path(), "app:v1"));
-    let after: Vec<usize> = p.layer_digests.iter().map(|d| reg.hits(&FakeRegistry::blob_path("app", d))).collect();
+    let after: Vec<usize> = p
+        .layer_digests
+        .iter()
+        .map(|d| reg.hits(&FakeRegistry::blob_path("app", d)))
+        .collect();
     assert_eq!(snapshots(root.path()).0.len(), 3);
     for i in 0..3 {
         // A layer committed by the failed pull is not fetched again.
         let was_committed = i < committed.len();
-        assert_eq!(after[i] - before[i], usize::from(!was_committed), "layer {i}");
+        assert_eq!(
+            after[i] - before[i],
+            usize::from(!was_committed),
+            "layer {i}"
+        );
     }
     let dir = root.path().join("rootfs");
-    ok(rdpull(root.path(), &["unpack", &format!("{}/app:v1", reg.addr), dir.to_str().unwrap()]));
-    assert_eq!(listing(&dir), vec!["/f0 f 0644 0:0 0", "/f1 f 0644 0:0 1", "/f2 f 0644 0:0 2"]);
+    ok(rdpull(
+        root.path(),
+        &[
+            "unpack",
+            &format!("{}/app:v1", reg.addr),
+            dir.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        listing(&dir),
+        vec!["/f0 f 0644 0:0 0", "/f1 f 0644 0:0 1", "/f2 f 0644 0:0 2"]
+    );
 }
 
 /// kill -9 in the middle of a layer: nothing committed for it; the next run cleans up and
@@ -248,13 +333,32 @@ fn failure_keeps_committed_layers_and_the_retry_fetches_only_the_rest() {
 #[test]
 fn killed_pull_leaves_nothing_committed_and_the_rerun_completes() {
     let reg = FakeRegistry::start();
-    let tar = Tar::default().file("big", &(0..400_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>()).finish();
+    let tar = Tar::default()
+        .file(
+            "big",
+            &(0..400_000u32)
+                .flat_map(|i| i.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        )
+        .finish();
     let p = reg.push("app", "v1", std::slice::from_ref(&tar));
     let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
-    reg.set(&path, Reply::Stall { body: p.blobs[0].clone(), send: p.blobs[0].len() / 2 });
+    reg.set(
+        &path,
+        Reply::Stall {
+            body: p.blobs[0].clone(),
+            send: p.blobs[0].len() / 2,
+        },
+    );
     let root = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rdpull"))
-        .args(["--root", root.path().to_str().unwrap(), "--plain-http", "pull", &format!("{}/app:v1", reg.addr)])
+        .args([
+            "--root",
+            root.path().to_str().unwrap(),
+            "--plain-http",
+            "pull",
+            &format!("{}/app:v1", reg.addr),
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -269,12 +373,26 @@ fn killed_pull_leaves_nothing_committed_and_the_rerun_completes() {
     child.wait().unwrap();
     let (committed, active) = snapshots(root.path());
     assert!(committed.is_empty(), "{committed:?}");
-    assert_eq!(active.len(), 1, "the interrupted layer stays active, never committed");
-    reg.set(&path, Reply::Body { content_type: "application/octet-stream".into(), body: p.blobs[0].clone() });
+    assert_eq!(
+        active.len(),
+        1,
+        "the interrupted layer stays active, never committed"
+    );
+    reg.set(
+        &path,
+        Reply::Body {
+            content_type: "application/octet-stream".into(),
+            body: p.blobs[0].clone(),
+        },
+    );
     ok(pull(&reg, root.path(), "app:v1"));
     let (committed, active) = snapshots(root.path());
     assert_eq!((committed.len(), active.len()), (1, 0));
-    assert_eq!(snapshot_dirs(root.path()), 1, "the stale snapshot's files are gone");
+    assert_eq!(
+        snapshot_dirs(root.path()),
+        1,
+        "the stale snapshot's files are gone"
+    );
 }
 
 /// Every escape kind from a registry layer, with canaries beside the store root.
@@ -290,12 +408,17 @@ fn hostile_layers_write_nothing_outside_the_root() {
     t.file("sl-abs/canary", b"overwritten");
     t.symlink("sl-rel", "../../../../../../..");
     t.file("sl-rel/canary", b"overwritten");
-    t.symlink("chain1", "chain2").symlink("chain2", "../../chain3").symlink("chain3", "/..");
+    t.symlink("chain1", "chain2")
+        .symlink("chain2", "../../chain3")
+        .symlink("chain3", "/..");
     t.file("chain1/canary", b"overwritten");
     t.file("../.wh.canary", b"");
     t.file("a/../../.wh.escape-target", b"");
     reg.push("evil", "all", &[t.finish()]);
-    let hl = Tar::default().file("ok.txt", b"ok").hardlink("hl", "../../../canary").finish();
+    let hl = Tar::default()
+        .file("ok.txt", b"ok")
+        .hardlink("hl", "../../../canary")
+        .finish();
     let hp = reg.push("evil", "hardlink", &[hl]);
 
     let sandbox = tempfile::tempdir().unwrap();
@@ -304,7 +427,14 @@ fn hostile_layers_write_nothing_outside_the_root() {
     let before = listing(sandbox.path());
     ok(pull(&reg, &root, "evil:all"));
     let dir = sandbox.path().join("rootfs");
-    ok(rdpull(&root, &["unpack", &format!("{}/evil:all", reg.addr), dir.to_str().unwrap()]));
+    ok(rdpull(
+        &root,
+        &[
+            "unpack",
+            &format!("{}/evil:all", reg.addr),
+            dir.to_str().unwrap(),
+        ],
+    ));
     let outside: Vec<String> = listing(sandbox.path())
         .into_iter()
         .filter(|l| !l.starts_with("/store") && !l.starts_with("/rootfs"))

@@ -23,11 +23,23 @@ fn setup() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let run = |args: &[&str]| {
-            let st = Command::new("bash").arg(testbed().join(args[0])).args(&args[1..]).status().unwrap();
+            let st = Command::new("bash")
+                .arg(testbed().join(args[0]))
+                .args(&args[1..])
+                .status()
+                .unwrap();
             assert!(st.success(), "testbed {args:?} failed");
         };
         run(&["registry-up"]);
-        run(&["make-images", "debian", "variants", "multi", "multiarch", "evil", "edge"]);
+        run(&[
+            "make-images",
+            "debian",
+            "variants",
+            "multi",
+            "multiarch",
+            "evil",
+            "edge",
+        ]);
     });
 }
 
@@ -61,14 +73,23 @@ fn assert_same(got: &str, want: &str, what: &str) {
 fn debian_variants_equal_umoci() {
     let want = expected("debian_bookworm");
     let _serial = DEBIAN_REPO.lock().unwrap_or_else(|e| e.into_inner());
-    for image in ["debian:bookworm", "debian:bookworm-zstd", "debian:bookworm-v2s2", "debian:bookworm-uncompressed"] {
+    for image in [
+        "debian:bookworm",
+        "debian:bookworm-zstd",
+        "debian:bookworm-v2s2",
+        "debian:bookworm-uncompressed",
+    ] {
         assert_same(&unpack(image, &[]), &want, image);
     }
 }
 
 #[test]
 fn multi_equals_umoci() {
-    assert_same(&unpack("multi:latest", &["--parallel", "16"]), &expected("multi_latest"), "multi:latest");
+    assert_same(
+        &unpack("multi:latest", &["--parallel", "16"]),
+        &expected("multi_latest"),
+        "multi:latest",
+    );
 }
 
 fn sha(data: &[u8]) -> String {
@@ -83,24 +104,52 @@ fn dir_line(p: &str) -> String {
 }
 
 fn file_line(p: &str, content: &[u8]) -> String {
-    format!("{p}\tf\t0644\t0:0\t{}\t{}\t-\n", content.len(), sha(content))
+    format!(
+        "{p}\tf\t0644\t0:0\t{}\t{}\t-\n",
+        content.len(),
+        sha(content)
+    )
 }
 
 #[test]
 fn multiarch_both_platforms() {
     // amd64 is debian:bookworm pushed under another name (make-images `multiarch`).
     let debian = expected("debian_bookworm");
-    assert_same(&unpack("multiarch:latest", &["--platform", "linux/amd64"]), &debian, "multiarch amd64");
-    assert_same(&unpack("multiarch:v2s2", &["--platform", "linux/amd64"]), &debian, "multiarch:v2s2 amd64");
+    assert_same(
+        &unpack("multiarch:latest", &["--platform", "linux/amd64"]),
+        &debian,
+        "multiarch amd64",
+    );
+    assert_same(
+        &unpack("multiarch:v2s2", &["--platform", "linux/amd64"]),
+        &debian,
+        "multiarch:v2s2 amd64",
+    );
     // arm64: an empty umoci image plus /etc/testbed-arch.
-    let arm = format!("{ROOT}{}{}", dir_line("/etc"), file_line("/etc/testbed-arch", b"linux/arm64/v8\n"));
+    let arm = format!(
+        "{ROOT}{}{}",
+        dir_line("/etc"),
+        file_line("/etc/testbed-arch", b"linux/arm64/v8\n")
+    );
     for image in ["multiarch:latest", "multiarch:v2s2"] {
         assert_same(&unpack(image, &["--platform", "linux/arm64"]), &arm, image);
-        assert_same(&unpack(image, &["--platform", "linux/arm64/v8"]), &arm, image);
+        assert_same(
+            &unpack(image, &["--platform", "linux/arm64/v8"]),
+            &arm,
+            image,
+        );
     }
     setup();
     let t = tempfile::tempdir().unwrap();
-    let e = fails(rdpull(t.path(), &["--platform", "linux/s390x", "pull", &format!("{REG}/multiarch:latest")]));
+    let e = fails(rdpull(
+        t.path(),
+        &[
+            "--platform",
+            "linux/s390x",
+            "pull",
+            &format!("{REG}/multiarch:latest"),
+        ],
+    ));
     assert_eq!(
         e,
         format!("rdpull: error: manifest {REG}/multiarch:latest: no image for platform linux/s390x (available: linux/amd64, linux/arm64/v8)")
@@ -118,13 +167,21 @@ fn edge_images() {
     let mut holey = vec![0u8; 64 << 20];
     holey[..1 << 20].fill(b'S');
     holey[32 << 20..33 << 20].fill(b'S');
-    let want = format!("{ROOT}{}{}", dir_line("/sparse"), file_line("/sparse/holey-64MiB", &holey));
+    let want = format!(
+        "{ROOT}{}{}",
+        dir_line("/sparse"),
+        file_line("/sparse/holey-64MiB", &holey)
+    );
     assert_same(&unpack("edge:gnu-sparse", &[]), &want, "edge:gnu-sparse");
 
     // umoci's own dir->file diff (a file, then whiteouts below it): containerd fails
     // ("mkparent ... not a directory"); umoci and rdpull show the file.
     let want = format!("{ROOT}{}", file_line("/dir2file", b"now a file\n"));
-    assert_same(&unpack("edge:umoci-dir2file", &[]), &want, "edge:umoci-dir2file");
+    assert_same(
+        &unpack("edge:umoci-dir2file", &[]),
+        &want,
+        "edge:umoci-dir2file",
+    );
 
     // Whiteout then re-add in one layer: the lower recreated/old is gone (umoci agrees;
     // containerd's overlay snapshot wrongly still shows it).
@@ -133,19 +190,34 @@ fn edge_images() {
         dir_line("/recreated"),
         file_line("/recreated/new", b"only child of recreated/\n")
     );
-    assert_same(&unpack("edge:wh-then-readd", &[]), &want, "edge:wh-then-readd");
+    assert_same(
+        &unpack("edge:wh-then-readd", &[]),
+        &want,
+        "edge:wh-then-readd",
+    );
 
     // Re-add then whiteout: a whiteout hides only lower layers, so recreated/new stays
     // (umoci agrees; containerd fails "failed to convert whiteout file").
     let want = format!(
         "{ROOT}{}{}",
         dir_line("/recreated"),
-        file_line("/recreated/new", b"must survive: the whiteout below only hides lower layers\n")
+        file_line(
+            "/recreated/new",
+            b"must survive: the whiteout below only hides lower layers\n"
+        )
     );
-    assert_same(&unpack("edge:wh-after-readd", &[]), &want, "edge:wh-after-readd");
+    assert_same(
+        &unpack("edge:wh-after-readd", &[]),
+        &want,
+        "edge:wh-after-readd",
+    );
 }
 
-const GLOBAL_CANARIES: &[&str] = &["/tmp/escape-via-abs-symlink.txt", "/tmp/escape-via-rel-symlink.txt", "/abs-escape.txt"];
+const GLOBAL_CANARIES: &[&str] = &[
+    "/tmp/escape-via-abs-symlink.txt",
+    "/tmp/escape-via-rel-symlink.txt",
+    "/abs-escape.txt",
+];
 
 /// Paths under `top` that are neither in the rootfs nor in a snapshot's own directory.
 fn stray_files(top: &Path) -> Vec<String> {
@@ -156,18 +228,24 @@ fn stray_files(top: &Path) -> Vec<String> {
             let p = e.unwrap().path();
             let rel = p.strip_prefix(top).unwrap().to_string_lossy().into_owned();
             let parts: Vec<&str> = rel.split('/').collect();
-            let inside = parts[0] == "rootfs" || (parts.len() >= 4 && parts[1] == "snapshots" && parts[3] == "fs");
+            let inside = parts[0] == "rootfs"
+                || (parts.len() >= 4 && parts[1] == "snapshots" && parts[3] == "fs");
             if inside {
                 continue;
             }
             let known = matches!(parts[0], "store")
                 && (parts.len() == 1
                     || matches!(parts[1], "metadata.json" | "lock" | "content" | "tmp")
-                    || (parts[1] == "snapshots" && (parts.len() <= 3 || matches!(parts[3], "fs" | "work"))));
+                    || (parts[1] == "snapshots"
+                        && (parts.len() <= 3 || matches!(parts[3], "fs" | "work"))));
             if !known {
                 out.push(rel.clone());
             }
-            if p.is_dir() && !p.is_symlink() && parts[0] == "store" && parts.get(1) != Some(&"content") {
+            if p.is_dir()
+                && !p.is_symlink()
+                && parts[0] == "store"
+                && parts.get(1) != Some(&"content")
+            {
                 stack.push(p);
             }
         }
@@ -182,8 +260,21 @@ fn evil_images_stay_inside_the_root() {
     let links = std::fs::metadata("/etc/hostname").unwrap().nlink();
     let ok_line = file_line("/ok.txt", b"the only benign entry\n");
     let cases: &[(&str, Option<String>)] = &[
-        ("dotdot", Some(format!("{ROOT}{}{}{ok_line}", file_line("/escape-dotdot.txt", b"escaped?\n"), file_line("/escape-mid.txt", b"escaped?\n")))),
-        ("absolute", Some(format!("{ROOT}{}{ok_line}", file_line("/abs-escape.txt", b"escaped?\n")))),
+        (
+            "dotdot",
+            Some(format!(
+                "{ROOT}{}{}{ok_line}",
+                file_line("/escape-dotdot.txt", b"escaped?\n"),
+                file_line("/escape-mid.txt", b"escaped?\n")
+            )),
+        ),
+        (
+            "absolute",
+            Some(format!(
+                "{ROOT}{}{ok_line}",
+                file_line("/abs-escape.txt", b"escaped?\n")
+            )),
+        ),
         (
             "symlink-abs",
             Some(format!(
@@ -211,7 +302,14 @@ fn evil_images_stay_inside_the_root() {
         }
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("rootfs");
-        let out = rdpull(&t.path().join("store"), &["unpack", &format!("{REG}/evil:{case}"), dir.to_str().unwrap()]);
+        let out = rdpull(
+            &t.path().join("store"),
+            &[
+                "unpack",
+                &format!("{REG}/evil:{case}"),
+                dir.to_str().unwrap(),
+            ],
+        );
         match want {
             Some(w) => {
                 ok(out);
@@ -228,11 +326,19 @@ fn evil_images_stay_inside_the_root() {
                 assert!(snapshots(&t.path().join("store")).1.is_empty());
             }
         }
-        assert_eq!(stray_files(t.path()), Vec::<String>::new(), "evil:{case} wrote outside the root");
+        assert_eq!(
+            stray_files(t.path()),
+            Vec::<String>::new(),
+            "evil:{case} wrote outside the root"
+        );
         for c in GLOBAL_CANARIES {
             assert!(!Path::new(c).exists(), "evil:{case} wrote {c}");
         }
-        assert_eq!(std::fs::metadata("/etc/hostname").unwrap().nlink(), links, "evil:{case}");
+        assert_eq!(
+            std::fs::metadata("/etc/hostname").unwrap().nlink(),
+            links,
+            "evil:{case}"
+        );
     }
 }
 
@@ -261,11 +367,82 @@ fn headline_command_and_no_refetch() {
     };
     let before = blob_gets();
     let out = stdout(&ok(run()));
-    assert!(out.contains(": Pull complete") && out.contains("Status: Downloaded newer image"), "{out}");
+    assert!(
+        out.contains(": Pull complete") && out.contains("Status: Downloaded newer image"),
+        "{out}"
+    );
     // Config and layer.
     let first = blob_gets();
     assert_eq!(first - before, 2, "one config and one layer GET");
     let out = stdout(&ok(run()));
-    assert!(out.contains(": Already exists") && out.contains("Status: Image is up to date"), "{out}");
-    assert_eq!(blob_gets() - first, 1, "only the config is fetched again, no layer");
+    assert!(
+        out.contains(": Already exists") && out.contains("Status: Image is up to date"),
+        "{out}"
+    );
+    assert_eq!(
+        blob_gets() - first,
+        1,
+        "only the config is fetched again, no layer"
+    );
+}
+
+/// The TLS endpoints: Basic auth (:5443) and Docker Hub style Bearer tokens (:5444, the
+/// testbed's token server), trusted through --tls-ca.
+#[test]
+fn tls_basic_and_bearer_auth() {
+    setup();
+    let ca = testbed_dir().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let pull = |args: &[&str]| {
+        let mut a = vec!["--tls-ca", ca];
+        a.extend_from_slice(args);
+        rdpull(root, &a)
+    };
+    // Anonymous Bearer token (pull scope is granted to anyone).
+    ok(pull(&["pull", "127.0.0.1:5444/debian:bookworm"]));
+    let log = std::fs::read_to_string(testbed_dir().join("registry/tokenserver.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"authed\": false") && l.contains("\"name\": \"debian\"")),
+        "no anonymous token for debian in the token server log"
+    );
+    // Bearer with credentials, Basic with credentials.
+    ok(pull(&[
+        "--user",
+        "rdpull:rdpull",
+        "pull",
+        "127.0.0.1:5444/multi:latest",
+    ]));
+    ok(pull(&[
+        "--user",
+        "rdpull:rdpull",
+        "pull",
+        "127.0.0.1:5443/debian:bookworm",
+    ]));
+    assert_eq!(
+        fails(pull(&["pull", "127.0.0.1:5443/debian:bookworm"])),
+        "rdpull: error: registry: https://127.0.0.1:5443/v2/: not authorized (Basic auth required: pass --user USER:PASSWORD)"
+    );
+    assert_eq!(
+        fails(pull(&["--user", "rdpull:wrong", "pull", "127.0.0.1:5444/debian:bookworm"])),
+        "rdpull: error: token request to https://127.0.0.1:5445/token: HTTP 401 (credentials rejected)"
+    );
+    // Without the CA: the certificate is refused, and the message says so.
+    let e = fails(rdpull(root, &["pull", "127.0.0.1:5443/debian:bookworm"]));
+    assert!(
+        e.contains("https://127.0.0.1:5443/v2/") && e.contains("UnknownIssuer"),
+        "{e}"
+    );
+    // Secrets never appear in output.
+    let out = pull(&[
+        "--user",
+        "rdpull:rdpull",
+        "pull",
+        "127.0.0.1:5443/debian:bookworm",
+    ]);
+    assert!(
+        !stdout(&out).contains("rdpull:rdpull") && !common::stderr(&out).contains("rdpull:rdpull")
+    );
 }

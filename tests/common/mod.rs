@@ -40,13 +40,24 @@ pub fn stderr(o: &Output) -> String {
 
 /// Assert success, showing the output otherwise.
 pub fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "rdpull failed: {}\n{}", stderr(&o), stdout(&o));
+    assert!(
+        o.status.success(),
+        "rdpull failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
     o
 }
 
 /// Assert failure with exit code 1 and exactly one stderr line; return that line.
 pub fn fails(o: Output) -> String {
-    assert_eq!(o.status.code(), Some(1), "expected failure, got {:?}: {}", o.status, stdout(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected failure, got {:?}: {}",
+        o.status,
+        stdout(&o)
+    );
     let err = stderr(&o);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "error must be one line: {err}");
@@ -60,7 +71,11 @@ pub fn tree_manifest(dir: &Path) -> String {
         .arg(dir)
         .output()
         .expect("run tree-manifest");
-    assert!(o.status.success(), "tree-manifest: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "tree-manifest: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -84,5 +99,7 @@ pub fn snapshots(root: &Path) -> (Vec<String>, Vec<String>) {
 
 /// Snapshot directories on disk (to check nothing is left behind).
 pub fn snapshot_dirs(root: &Path) -> usize {
-    std::fs::read_dir(root.join("snapshots")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(root.join("snapshots"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }

@@ -74,7 +74,14 @@ impl FakeRegistry {
         if reader.read_line(&mut line).is_err() {
             return;
         }
-        let path = line.split_whitespace().nth(1).unwrap_or("/").split('?').next().unwrap().to_string();
+        let path = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .split('?')
+            .next()
+            .unwrap()
+            .to_string();
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
@@ -88,7 +95,12 @@ impl FakeRegistry {
                 body: b"{}".to_vec(),
             }
         } else {
-            self.routes.lock().unwrap().get(&path).cloned().unwrap_or(Reply::Status(404))
+            self.routes
+                .lock()
+                .unwrap()
+                .get(&path)
+                .cloned()
+                .unwrap_or(Reply::Status(404))
         };
         let head = |status: &str, ct: &str, len: usize| {
             format!("HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
@@ -99,11 +111,14 @@ impl FakeRegistry {
                 .and_then(|_| conn.write_all(&body)),
             Reply::Status(code) => {
                 let body = br#"{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}"#;
-                conn.write_all(head(&format!("{code} Injected"), "application/json", body.len()).as_bytes())
-                    .and_then(|_| conn.write_all(body))
+                conn.write_all(
+                    head(&format!("{code} Injected"), "application/json", body.len()).as_bytes(),
+                )
+                .and_then(|_| conn.write_all(body))
             }
             Reply::Stall { body, send } => {
-                let _ = conn.write_all(head("200 OK", "application/octet-stream", body.len()).as_bytes());
+                let _ = conn
+                    .write_all(head("200 OK", "application/octet-stream", body.len()).as_bytes());
                 let _ = conn.write_all(&body[..send]);
                 let _ = conn.flush();
                 std::thread::sleep(Duration::from_secs(120));
@@ -161,7 +176,9 @@ impl FakeRegistry {
         let layers: Vec<serde_json::Value> = blobs
             .iter()
             .zip(&layer_digests)
-            .map(|(b, d)| serde_json::json!({"mediaType": LAYER_GZIP, "digest": d, "size": b.len()}))
+            .map(
+                |(b, d)| serde_json::json!({"mediaType": LAYER_GZIP, "digest": d, "size": b.len()}),
+            )
             .collect();
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,

@@ -26,7 +26,11 @@ impl Stream for BlobStream {
 
 impl Registry {
     /// Start downloading `blob` from `repository`.
-    pub async fn blob(&self, repository: &str, blob: &BlobDescriptor) -> Result<BlobStream, FetchError> {
+    pub async fn blob(
+        &self,
+        repository: &str,
+        blob: &BlobDescriptor,
+    ) -> Result<BlobStream, FetchError> {
         let what = format!("blob {}", blob.digest);
         let path = format!("{repository}/blobs/{}", blob.digest);
         let resp = self.get(&what, &path, repository, None).await?;
@@ -34,7 +38,10 @@ impl Registry {
             if len != blob.size {
                 return Err(FetchError::Blob {
                     digest: blob.digest.clone(),
-                    why: format!("server announces {len} bytes, the descriptor says {}", blob.size),
+                    why: format!(
+                        "server announces {len} bytes, the descriptor says {}",
+                        blob.size
+                    ),
                 });
             }
         }
@@ -52,7 +59,12 @@ impl Registry {
     }
 
     /// Fetch a small blob (an image config) whole, verified against its descriptor.
-    pub async fn blob_bytes(&self, repository: &str, blob: &BlobDescriptor, limit: u64) -> Result<Bytes, FetchError> {
+    pub async fn blob_bytes(
+        &self,
+        repository: &str,
+        blob: &BlobDescriptor,
+        limit: u64,
+    ) -> Result<Bytes, FetchError> {
         if blob.size > limit {
             return Err(FetchError::Blob {
                 digest: blob.digest.clone(),

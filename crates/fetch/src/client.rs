@@ -19,6 +19,8 @@ pub struct ClientOptions {
     /// does not speak TLS falls back to HTTP (Docker treats 127.0.0.0/8 as insecure too).
     pub plain_http: bool,
     pub credentials: Option<Credentials>,
+    /// PEM file of extra CA certificates to trust, besides the system's.
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Manifests and indexes larger than this are refused before they are buffered.
     pub max_manifest_size: u64,
     pub connect_timeout: Duration,
@@ -33,6 +35,7 @@ impl Default for ClientOptions {
         ClientOptions {
             plain_http: false,
             credentials: None,
+            tls_ca: None,
             // containerd's limit too: no real manifest comes near it.
             max_manifest_size: 4 << 20,
             connect_timeout: Duration::from_secs(30),
@@ -53,32 +56,54 @@ pub struct Registry {
 
 impl Registry {
     /// Connect to the registry that serves `reference`: choose the scheme and ping `/v2/`.
-    pub async fn connect(reference: &Reference, options: ClientOptions) -> Result<Registry, FetchError> {
-        let http = reqwest::Client::builder()
+    pub async fn connect(
+        reference: &Reference,
+        options: ClientOptions,
+    ) -> Result<Registry, FetchError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.stall_timeout)
             .pool_max_idle_per_host(options.pool_size)
-            .user_agent(concat!("rdpull/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| FetchError::Http {
-                what: "HTTP client".into(),
-                url: String::new(),
-                source: e,
-            })?;
+            .user_agent(concat!("rdpull/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &options.tls_ca {
+            let bad = |why: String| FetchError::Invalid {
+                what: format!("--tls-ca {}", path.display()),
+                why,
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("no PEM certificate in it".into()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(|e| FetchError::Http {
+            what: "HTTP client".into(),
+            url: String::new(),
+            source: e,
+        })?;
         let host = reference.registry_host().to_string();
         let https = format!("https://{host}/v2/");
         let http_base = format!("http://{host}/v2/");
         let mut reg = Registry {
             http,
-            base: if options.plain_http { http_base.clone() } else { https },
+            base: if options.plain_http {
+                http_base.clone()
+            } else {
+                https
+            },
             options,
             auth: Mutex::new(HashMap::new()),
         };
         match reg.ping().await {
-            Err(FetchError::Http { .. }) if !reg.options.plain_http && is_loopback(&host) => {
-                tracing::debug!("{host}: no TLS on a loopback registry, using plain HTTP");
+            Err(tls_error @ FetchError::Http { .. })
+                if !reg.options.plain_http && is_loopback(&host) =>
+            {
+                tracing::debug!("{host}: no TLS on a loopback registry, trying plain HTTP");
                 reg.base = http_base;
-                reg.ping().await?;
+                // If plain HTTP fails too, the TLS failure is the one worth reporting.
+                reg.ping().await.map_err(|_| tls_error)?;
             }
             other => other?,
         }
@@ -161,7 +186,11 @@ impl Registry {
 
     /// Turn a challenge into an `Authorization` header: Bearer through the token
     /// endpoint (anonymously unless we have credentials), Basic with credentials.
-    async fn answer(&self, challenges: &[Challenge], scope: &str) -> Result<HeaderValue, FetchError> {
+    async fn answer(
+        &self,
+        challenges: &[Challenge],
+        scope: &str,
+    ) -> Result<HeaderValue, FetchError> {
         if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
             let token = self.fetch_token(c, scope).await?;
             return header_value(&format!("Bearer {token}"));
@@ -171,13 +200,13 @@ impl Registry {
                 return header_value(&cred.basic_header());
             }
             return Err(FetchError::Unauthorized {
-                what: format!("registry {}", self.base),
+                what: "registry".into(),
                 url: self.base.clone(),
                 detail: " (Basic auth required: pass --user USER:PASSWORD)".into(),
             });
         }
         Err(FetchError::Unauthorized {
-            what: format!("registry {}", self.base),
+            what: "registry".into(),
             url: self.base.clone(),
             detail: " (no supported WWW-Authenticate challenge)".into(),
         })
@@ -209,7 +238,14 @@ impl Registry {
         };
         let resp = req.send().await.map_err(|e| terr(e.to_string()))?;
         if !resp.status().is_success() {
-            return Err(terr(format!("HTTP {}", resp.status().as_u16())));
+            let rejected =
+                resp.status() == StatusCode::UNAUTHORIZED && self.options.credentials.is_some();
+            let note = if rejected {
+                " (credentials rejected)"
+            } else {
+                ""
+            };
+            return Err(terr(format!("HTTP {}{note}", resp.status().as_u16())));
         }
         let body = resp.bytes().await.map_err(|e| terr(e.to_string()))?;
         let t: TokenResponse =
@@ -246,7 +282,12 @@ pub(crate) fn http_error(what: &str, url: &str, e: reqwest::Error) -> FetchError
     }
 }
 
-pub(crate) async fn status_error(what: &str, url: &str, status: StatusCode, resp: Response) -> FetchError {
+pub(crate) async fn status_error(
+    what: &str,
+    url: &str,
+    status: StatusCode,
+    resp: Response,
+) -> FetchError {
     FetchError::Status {
         what: what.to_string(),
         url: url.to_string(),
@@ -275,7 +316,10 @@ async fn error_detail(resp: Response) -> String {
     match serde_json::from_slice::<Errors>(&body) {
         Ok(e) if !e.errors.is_empty() => {
             let e = &e.errors[0];
-            let msg: String = format!("{} {}", e.code, e.message).chars().take(200).collect();
+            let msg: String = format!("{} {}", e.code, e.message)
+                .chars()
+                .take(200)
+                .collect();
             format!(" ({})", msg.trim())
         }
         _ => String::new(),
@@ -288,10 +332,21 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["127.0.0.1:5000", "localhost", "localhost:5000", "[::1]:5000", "127.1.2.3"] {
+        for h in [
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:5000",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["docker.io", "10.0.0.1:5000", "[2001:db8::1]:5000", "example.com"] {
+        for h in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "[2001:db8::1]:5000",
+            "example.com",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
     }

@@ -52,7 +52,10 @@ pub enum FetchError {
         platform: String,
         available: String,
     },
-    #[error("manifest {reference}: index nested deeper than {0} levels", crate::manifest::MAX_INDEX_DEPTH)]
+    #[error(
+        "manifest {reference}: index nested deeper than {0} levels",
+        crate::manifest::MAX_INDEX_DEPTH
+    )]
     IndexTooDeep { reference: String },
     #[error("{what}: {source}")]
     Verify {

@@ -17,7 +17,8 @@ pub mod media {
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-    pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_SCHEMA1_SIGNED: &str =
+        "application/vnd.docker.distribution.manifest.v1+prettyjws";
 }
 
 /// What we ask registries for, most preferred first.
@@ -58,7 +59,11 @@ enum Kind {
 }
 
 /// Resolve `reference` to the image manifest for `platform`.
-pub async fn resolve(reg: &Registry, reference: &Reference, platform: &Platform) -> Result<ResolvedImage, FetchError> {
+pub async fn resolve(
+    reg: &Registry,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<ResolvedImage, FetchError> {
     let top = fetch_manifest(reg, reference, reference.digest().map(|d| (d, None))).await?;
     let target_digest = top.digest.clone();
     let target_media_type = top.media_type.clone();
@@ -102,7 +107,9 @@ pub async fn resolve(reg: &Registry, reference: &Reference, platform: &Platform)
                     index = Some(current.bytes.clone());
                 }
                 let child_ref = reference.with_digest(child_digest.clone());
-                current = fetch_manifest(reg, &child_ref, Some((&child_digest, Some(child.size())))).await?;
+                current =
+                    fetch_manifest(reg, &child_ref, Some((&child_digest, Some(child.size()))))
+                        .await?;
             }
         }
     }
@@ -125,8 +132,14 @@ async fn fetch_manifest(
     expected: Option<(&Digest, Option<u64>)>,
 ) -> Result<FetchedManifest, FetchError> {
     let what = format!("manifest {reference}");
-    let path = format!("{}/manifests/{}", reference.repository(), reference.manifest_reference());
-    let resp = reg.get(&what, &path, reference.repository(), Some(ACCEPT)).await?;
+    let path = format!(
+        "{}/manifests/{}",
+        reference.repository(),
+        reference.manifest_reference()
+    );
+    let resp = reg
+        .get(&what, &path, reference.repository(), Some(ACCEPT))
+        .await?;
     let limit = reg.options().max_manifest_size;
     let too_large = |size| FetchError::ManifestTooLarge {
         reference: reference.to_string(),
@@ -250,7 +263,11 @@ fn choose_platform<'a>(
 ) -> Result<&'a oci_spec::image::Descriptor, FetchError> {
     let candidates = idx.manifests().iter().filter(|d| {
         d.platform().as_ref().is_some_and(|p| {
-            want.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
+            want.matches(
+                &p.os().to_string(),
+                &p.architecture().to_string(),
+                p.variant().as_deref(),
+            )
         })
     });
     // Exact variant match first, then anything the matcher accepted, in index order.
@@ -296,7 +313,10 @@ fn parse_digest(what: &str, s: &str) -> Result<Digest, FetchError> {
     })
 }
 
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, FetchError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, FetchError> {
     serde_json::from_slice(bytes).map_err(|source| FetchError::Json {
         what: what.to_string(),
         source,

@@ -250,7 +250,10 @@ mod tests {
         assert_eq!(norm("centos"), "docker.io/library/centos:latest");
         assert_eq!(norm("centos:7"), "docker.io/library/centos:7");
         assert_eq!(norm("user/app"), "docker.io/user/app:latest");
-        assert_eq!(norm("index.docker.io/user/app"), "docker.io/user/app:latest");
+        assert_eq!(
+            norm("index.docker.io/user/app"),
+            "docker.io/user/app:latest"
+        );
         assert_eq!(norm("docker.io/centos"), "docker.io/library/centos:latest");
         assert_eq!(norm("localhost/app:1"), "localhost/app:1");
         assert_eq!(norm("localhost:5000/a/b/c"), "localhost:5000/a/b/c:latest");
@@ -295,7 +298,10 @@ mod tests {
             ("a..b/c", "invalid registry host"),
             ("x:", "invalid tag"),
             ("x:-tag", "invalid tag"),
-            ("x@sha256:123", "invalid digest \"sha256:123\": wrong length"),
+            (
+                "x@sha256:123",
+                "invalid digest \"sha256:123\": wrong length",
+            ),
             ("host:99999999/x", "invalid registry host"),
             ("a/b c", "invalid repository name"),
         ] {

@@ -46,8 +46,12 @@ mod tests {
 
     #[test]
     fn matches_the_image_spec_definition() {
-        let a: Digest = "sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4".parse().unwrap();
-        let b: Digest = "sha256:0b1bca1d1f8e1c0e6d55ff9d6a5d0ff5c06cdc3d0fe9e2e4d4bbcc1a22e2e8d8".parse().unwrap();
+        let a: Digest = "sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"
+            .parse()
+            .unwrap();
+        let b: Digest = "sha256:0b1bca1d1f8e1c0e6d55ff9d6a5d0ff5c06cdc3d0fe9e2e4d4bbcc1a22e2e8d8"
+            .parse()
+            .unwrap();
         let c = ChainId::chain(&[a.clone(), b.clone()]);
         assert_eq!(c[0].digest(), &a);
         // Computed independently: python3 hashlib.sha256(f"{a} {b}".encode()).

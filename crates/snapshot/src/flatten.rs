@@ -12,7 +12,10 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, SeekFrom, Stat, Timespec, Timestamps, XattrFlags};
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, SeekFrom, Stat, Timespec,
+    Timestamps, XattrFlags,
+};
 use rustix::io::Errno;
 
 use crate::error::StoreError;
@@ -43,11 +46,15 @@ fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
 /// empty directory `dest`.
 pub fn flatten(layers: &[impl AsRef<Path>], dest: &Path) -> Result<FlattenStats, StoreError> {
     let open_dir = |p: &Path| {
-        rfs::open(p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| StoreError::Io {
-                path: p.display().to_string(),
-                source: e.into(),
-            })
+        rfs::open(
+            p,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| StoreError::Io {
+            path: p.display().to_string(),
+            source: e.into(),
+        })
     };
     let dest_fd = open_dir(dest)?;
     let mut f = Flattener {
@@ -60,15 +67,27 @@ pub fn flatten(layers: &[impl AsRef<Path>], dest: &Path) -> Result<FlattenStats,
         let src = open_dir(layer.as_ref())?;
         f.links.clear();
         let err = |rel: &[u8], op: &str, e: io::Error| StoreError::Io {
-            path: format!("flatten /{} (layer {})", String::from_utf8_lossy(rel), i + 1),
+            path: format!(
+                "flatten /{} (layer {})",
+                String::from_utf8_lossy(rel),
+                i + 1
+            ),
             source: io::Error::new(e.kind(), format!("{op}: {e}")),
         };
         let st = rfs::fstat(&src).map_err(|e| err(b"", "stat", e.into()))?;
-        f.dir_meta(&src, &f.dest.try_clone().map_err(|e| err(b"", "dup", e))?, &st)
-            .map_err(|e| err(b"", "metadata", e))?;
+        f.dir_meta(
+            &src,
+            &f.dest.try_clone().map_err(|e| err(b"", "dup", e))?,
+            &st,
+        )
+        .map_err(|e| err(b"", "metadata", e))?;
         f.dir_times.insert(Vec::new(), st.st_mtime_ts());
-        f.merge(&src, &f.dest.try_clone().map_err(|e| err(b"", "dup", e))?, Vec::new())
-            .map_err(|(rel, op, e)| err(&rel, op, e))?;
+        f.merge(
+            &src,
+            &f.dest.try_clone().map_err(|e| err(b"", "dup", e))?,
+            Vec::new(),
+        )
+        .map_err(|(rel, op, e)| err(&rel, op, e))?;
     }
     // Deepest first, so setting a child's time does not disturb its parent's.
     for (rel, t) in f.dir_times.iter().rev() {
@@ -153,7 +172,8 @@ impl Flattener {
                 let crel = crel.clone();
                 move |e: Errno| (crel, op, io::Error::from(e))
             };
-            let st = rfs::statat(src, os(&name), AtFlags::SYMLINK_NOFOLLOW).map_err(fail("stat"))?;
+            let st =
+                rfs::statat(src, os(&name), AtFlags::SYMLINK_NOFOLLOW).map_err(fail("stat"))?;
             let ft = FileType::from_raw_mode(st.st_mode);
             self.stats.entries += 1;
             if ft == FileType::CharacterDevice && st.st_rdev == 0 {
@@ -168,28 +188,43 @@ impl Flattener {
                 Err(e) => return Err(fail("stat")(e)),
             };
             if ft == FileType::Directory {
-                let sfd = rfs::openat(src, os(&name), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(fail("open"))?;
+                let sfd = rfs::openat(
+                    src,
+                    os(&name),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(fail("open"))?;
                 let opaque = get_xattr(&sfd, OPAQUE).as_deref() == Some(b"y");
                 match existing {
                     Some(FileType::Directory) if !opaque => {}
                     Some(_) => {
-                        rdpull_unpack::remove_all(dst, &name).map_err(|e| (crel.clone(), "replace", e))?;
+                        rdpull_unpack::remove_all(dst, &name)
+                            .map_err(|e| (crel.clone(), "replace", e))?;
                         self.forget_below(&crel);
-                        rfs::mkdirat(dst, os(&name), Mode::from_raw_mode(0o700)).map_err(fail("mkdir"))?;
+                        rfs::mkdirat(dst, os(&name), Mode::from_raw_mode(0o700))
+                            .map_err(fail("mkdir"))?;
                     }
-                    None => rfs::mkdirat(dst, os(&name), Mode::from_raw_mode(0o700)).map_err(fail("mkdir"))?,
+                    None => rfs::mkdirat(dst, os(&name), Mode::from_raw_mode(0o700))
+                        .map_err(fail("mkdir"))?,
                 }
-                let dfd = rfs::openat(dst, os(&name), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(fail("open"))?;
-                self.dir_meta(&sfd, &dfd, &st).map_err(|e| (crel.clone(), "metadata", e))?;
+                let dfd = rfs::openat(
+                    dst,
+                    os(&name),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(fail("open"))?;
+                self.dir_meta(&sfd, &dfd, &st)
+                    .map_err(|e| (crel.clone(), "metadata", e))?;
                 self.dir_times.insert(crel.clone(), st.st_mtime_ts());
                 self.merge(&sfd, &dfd, crel)?;
                 continue;
             }
             if let Some(t) = existing {
                 if t == FileType::Directory {
-                    rdpull_unpack::remove_all(dst, &name).map_err(|e| (crel.clone(), "replace", e))?;
+                    rdpull_unpack::remove_all(dst, &name)
+                        .map_err(|e| (crel.clone(), "replace", e))?;
                     self.forget_below(&crel);
                 } else {
                     rfs::unlinkat(dst, os(&name), AtFlags::empty()).map_err(fail("replace"))?;
@@ -203,17 +238,27 @@ impl Flattener {
                         None => (&first[..0], &first[..]),
                     };
                     let pfd = if fp.is_empty() {
-                        self.dest.try_clone().map_err(|e| (crel.clone(), "dup", e))?
+                        self.dest
+                            .try_clone()
+                            .map_err(|e| (crel.clone(), "dup", e))?
                     } else {
-                        rfs::openat2(&self.dest, os(fp), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS)
-                            .map_err(fail("hard link"))?
+                        rfs::openat2(
+                            &self.dest,
+                            os(fp),
+                            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                            Mode::empty(),
+                            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+                        )
+                        .map_err(fail("hard link"))?
                     };
-                    rfs::linkat(&pfd, os(fname), dst, os(&name), AtFlags::empty()).map_err(fail("hard link"))?;
+                    rfs::linkat(&pfd, os(fname), dst, os(&name), AtFlags::empty())
+                        .map_err(fail("hard link"))?;
                     continue;
                 }
                 self.links.insert(key, crel.clone());
             }
-            self.copy_entry(src, dst, &name, &st, ft).map_err(|e| (crel.clone(), "copy", e))?;
+            self.copy_entry(src, dst, &name, &st, ft)
+                .map_err(|e| (crel.clone(), "copy", e))?;
         }
         Ok(())
     }
@@ -221,7 +266,11 @@ impl Flattener {
     /// Owner, mode and xattrs of a directory: overlayfs shows the upper one's, so any
     /// xattr the lower directory had and this one lacks is removed.
     fn dir_meta(&self, src: &OwnedFd, dst: &OwnedFd, st: &Stat) -> io::Result<()> {
-        rfs::fchown(dst, Some(rfs::Uid::from_raw(st.st_uid)), Some(rfs::Gid::from_raw(st.st_gid)))?;
+        rfs::fchown(
+            dst,
+            Some(rfs::Uid::from_raw(st.st_uid)),
+            Some(rfs::Gid::from_raw(st.st_gid)),
+        )?;
         rfs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
         let want = list_xattrs(src);
         for n in list_xattrs(dst) {
@@ -232,13 +281,37 @@ impl Flattener {
         copy_xattrs(src, dst)
     }
 
-    fn copy_entry(&mut self, src: &OwnedFd, dst: &OwnedFd, name: &[u8], st: &Stat, ft: FileType) -> io::Result<()> {
-        let owner = (Some(rfs::Uid::from_raw(st.st_uid)), Some(rfs::Gid::from_raw(st.st_gid)));
+    fn copy_entry(
+        &mut self,
+        src: &OwnedFd,
+        dst: &OwnedFd,
+        name: &[u8],
+        st: &Stat,
+        ft: FileType,
+    ) -> io::Result<()> {
+        let owner = (
+            Some(rfs::Uid::from_raw(st.st_uid)),
+            Some(rfs::Gid::from_raw(st.st_gid)),
+        );
         let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
         match ft {
             FileType::RegularFile => {
-                let s = rfs::openat(src, os(name), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
-                let d = rfs::openat(dst, os(name), OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))?;
+                let s = rfs::openat(
+                    src,
+                    os(name),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let d = rfs::openat(
+                    dst,
+                    os(name),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?;
                 copy_data(&s, &d, st.st_size as u64)?;
                 self.stats.file_bytes += st.st_size as u64;
                 rfs::fchown(&d, owner.0, owner.1)?;
@@ -251,10 +324,18 @@ impl Flattener {
                 let target = rfs::readlinkat(src, os(name), Vec::new())?;
                 rfs::symlinkat(target.as_c_str(), dst, os(name))?;
             }
-            FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice | FileType::Socket => {
+            FileType::Fifo
+            | FileType::CharacterDevice
+            | FileType::BlockDevice
+            | FileType::Socket => {
                 rfs::mknodat(dst, os(name), ft, mode, st.st_rdev)?;
             }
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "unknown file type")),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "unknown file type",
+                ))
+            }
         }
         rfs::chownat(dst, os(name), owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)?;
         if ft != FileType::Symlink {
@@ -264,12 +345,20 @@ impl Flattener {
         let dp = proc_path(dst, name);
         let mut names = vec![0u8; 64 << 10];
         let n = rfs::llistxattr(os(&sp), &mut names[..]).unwrap_or(0);
-        for x in names[..n].split(|&b| b == 0).filter(|x| !x.is_empty() && !x.starts_with(b"trusted.overlay.")) {
+        for x in names[..n]
+            .split(|&b| b == 0)
+            .filter(|x| !x.is_empty() && !x.starts_with(b"trusted.overlay."))
+        {
             let mut v = vec![0u8; 64 << 10];
             let len = rfs::lgetxattr(os(&sp), os(x), &mut v[..])?;
             rfs::lsetxattr(os(&dp), os(x), &v[..len], XattrFlags::empty())?;
         }
-        rfs::utimensat(dst, os(name), &times(st.st_mtime_ts()), AtFlags::SYMLINK_NOFOLLOW)?;
+        rfs::utimensat(
+            dst,
+            os(name),
+            &times(st.st_mtime_ts()),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
         Ok(())
     }
 }
@@ -331,4 +420,3 @@ fn copy_xattrs(src: &impl AsFd, dst: &impl AsFd) -> io::Result<()> {
     }
     Ok(())
 }
-

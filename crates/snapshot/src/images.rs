@@ -99,7 +99,10 @@ impl Store {
         }
         let dir = path.parent().unwrap();
         std::fs::create_dir_all(dir).map_err(io_err(dir.display()))?;
-        let tmp = self.root().join("tmp").join(format!("blob-{}-{}", digest.hex(), std::process::id()));
+        let tmp =
+            self.root()
+                .join("tmp")
+                .join(format!("blob-{}-{}", digest.hex(), std::process::id()));
         let mut f = std::fs::File::create(&tmp).map_err(io_err(tmp.display()))?;
         f.write_all(data).map_err(io_err(tmp.display()))?;
         f.sync_all().map_err(io_err(tmp.display()))?;
@@ -147,12 +150,19 @@ mod tests {
             created: 0,
         };
         let e = s.put_image(rec.clone()).unwrap_err().to_string();
-        assert!(e.ends_with("image example.com/a:b names it, but it is not committed"), "{e}");
+        assert!(
+            e.ends_with("image example.com/a:b names it, but it is not committed"),
+            "{e}"
+        );
         s.prepare("x", None, BTreeMap::new()).unwrap();
-        s.commit(&chain[0].to_string(), "x", BTreeMap::new()).unwrap();
+        s.commit(&chain[0].to_string(), "x", BTreeMap::new())
+            .unwrap();
         s.put_image(rec.clone()).unwrap();
         let got = s.image("example.com/a:b").unwrap();
-        assert_eq!((got.name.as_str(), got.size(), got.top()), ("example.com/a:b", 4, chain.last()));
+        assert_eq!(
+            (got.name.as_str(), got.size(), got.top()),
+            ("example.com/a:b", 4, chain.last())
+        );
         assert!(matches!(s.image("nope"), Err(StoreError::ImageNotFound(_))));
 
         s.put_blob(&Digest::sha256_of(b"m"), b"m").unwrap();

@@ -127,7 +127,8 @@ impl Store {
             .write(true)
             .open(&lp)
             .map_err(io_err(lp.display()))?;
-        flock(lock.as_fd(), FlockOperation::LockExclusive).map_err(|e| io_err(lp.display())(e.into()))?;
+        flock(lock.as_fd(), FlockOperation::LockExclusive)
+            .map_err(|e| io_err(lp.display())(e.into()))?;
         let mp = self.root.join("metadata.json");
         let meta = match std::fs::read(&mp) {
             Ok(b) => serde_json::from_slice(&b).map_err(|source| StoreError::Corrupt {
@@ -169,7 +170,12 @@ impl Store {
     }
 
     /// A read-only view of `parent` (containerd's View): no files of its own.
-    pub fn view(&self, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Info, StoreError> {
+    pub fn view(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Info, StoreError> {
         let l = self.lock()?;
         match l.meta.snapshots.get(parent) {
             Some(p) if p.kind == Kind::Committed => {}
@@ -221,7 +227,12 @@ impl Store {
 
     /// Commit the active snapshot `key` as `name`. Its parent must be committed. Its files
     /// are made durable first with one `syncfs` (no fsync per file while unpacking).
-    pub fn commit(&self, name: &str, key: &str, labels: BTreeMap<String, String>) -> Result<Info, StoreError> {
+    pub fn commit(
+        &self,
+        name: &str,
+        key: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Info, StoreError> {
         if let Ok(info) = self.stat(key) {
             let dir = self.fs_path(&info);
             let fd = File::open(&dir).map_err(io_err(dir.display()))?;
@@ -274,7 +285,12 @@ impl Store {
             .get(key)
             .cloned()
             .ok_or_else(|| StoreError::NotFound(key.into()))?;
-        if let Some(child) = l.meta.snapshots.values().find(|s| s.parent.as_deref() == Some(key)) {
+        if let Some(child) = l
+            .meta
+            .snapshots
+            .values()
+            .find(|s| s.parent.as_deref() == Some(key))
+        {
             return Err(StoreError::InvalidState {
                 key: key.into(),
                 why: format!("snapshot {} is built on it", child.key),
@@ -315,7 +331,12 @@ impl Store {
         let mut out = Vec::new();
         let mut next = Some(key.to_string());
         while let Some(k) = next {
-            let info = l.meta.snapshots.get(&k).cloned().ok_or(StoreError::NotFound(k))?;
+            let info = l
+                .meta
+                .snapshots
+                .get(&k)
+                .cloned()
+                .ok_or(StoreError::NotFound(k))?;
             next = info.parent.clone();
             out.push(info);
         }
@@ -361,7 +382,10 @@ impl Store {
 
     /// Remove the active snapshots for which `is_stale` says their owner is gone
     /// (an interrupted pull). Returns their keys.
-    pub fn remove_stale(&self, is_stale: impl Fn(&Info) -> bool) -> Result<Vec<String>, StoreError> {
+    pub fn remove_stale(
+        &self,
+        is_stale: impl Fn(&Info) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
         let stale: Vec<String> = self
             .list()?
             .into_iter()
@@ -405,12 +429,18 @@ mod tests {
         // b is prepared before its parent is committed, but cannot commit before it.
         let b = s.prepare("extract-b", Some("A"), BTreeMap::new()).unwrap();
         let e = s.commit("B", "extract-b", BTreeMap::new()).unwrap_err();
-        assert_eq!(e.to_string(), "snapshot extract-b: parent A is not committed");
+        assert_eq!(
+            e.to_string(),
+            "snapshot extract-b: parent A is not committed"
+        );
         s.commit("A", "extract-a", BTreeMap::new()).unwrap();
         let mut labels = BTreeMap::new();
         labels.insert("l".to_string(), "v".to_string());
         let bc = s.commit("B", "extract-b", labels).unwrap();
-        assert_eq!((bc.id, bc.kind, bc.labels["l"].as_str()), (b.id, Kind::Committed, "v"));
+        assert_eq!(
+            (bc.id, bc.kind, bc.labels["l"].as_str()),
+            (b.id, Kind::Committed, "v")
+        );
         assert!(matches!(s.stat("extract-b"), Err(StoreError::NotFound(_))));
         let chain: Vec<String> = s.chain("B").unwrap().into_iter().map(|i| i.key).collect();
         assert_eq!(chain, vec!["B", "A"]);
@@ -425,12 +455,17 @@ mod tests {
         let (_t, s) = store();
         s.prepare("k", None, BTreeMap::new()).unwrap();
         assert_eq!(
-            s.prepare("k", None, BTreeMap::new()).unwrap_err().to_string(),
+            s.prepare("k", None, BTreeMap::new())
+                .unwrap_err()
+                .to_string(),
             "snapshot k: already exists"
         );
         s.commit("C", "k", BTreeMap::new()).unwrap();
         s.prepare("k2", None, BTreeMap::new()).unwrap();
-        assert!(matches!(s.commit("C", "k2", BTreeMap::new()), Err(StoreError::AlreadyExists(_))));
+        assert!(matches!(
+            s.commit("C", "k2", BTreeMap::new()),
+            Err(StoreError::AlreadyExists(_))
+        ));
         s.prepare("child", Some("C"), BTreeMap::new()).unwrap();
         assert_eq!(
             s.remove("C").unwrap_err().to_string(),
@@ -440,7 +475,10 @@ mod tests {
         let c = s.stat("C").unwrap();
         s.remove("C").unwrap();
         assert!(!s.fs_path(&c).exists());
-        assert!(matches!(s.commit("X", "C", BTreeMap::new()), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            s.commit("X", "C", BTreeMap::new()),
+            Err(StoreError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -454,11 +492,19 @@ mod tests {
         s.view("v", "B", BTreeMap::new()).unwrap();
         let m = s.mounts("v").unwrap();
         assert_eq!(m[0].kind, "overlay");
-        let lower = m[0].options.iter().find(|o| o.starts_with("lowerdir=")).unwrap();
+        let lower = m[0]
+            .options
+            .iter()
+            .find(|o| o.starts_with("lowerdir="))
+            .unwrap();
         let b = s.stat("B").unwrap();
         assert_eq!(
             lower,
-            &format!("lowerdir={}:{}", s.fs_path(&b).display(), s.fs_path(&a).display())
+            &format!(
+                "lowerdir={}:{}",
+                s.fs_path(&b).display(),
+                s.fs_path(&a).display()
+            )
         );
         s.prepare("rw", Some("B"), BTreeMap::new()).unwrap();
         let m = s.mounts("rw").unwrap();

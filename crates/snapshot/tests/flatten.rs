@@ -17,14 +17,21 @@ fn layer(dir: &Path, tar: Vec<u8>) {
 fn flatten_equals_an_overlay_mount() {
     assert!(rustix::process::geteuid().is_root(), "needs root");
     let t = tempfile::tempdir().unwrap();
-    let (l1, l2, l3) = (t.path().join("l1"), t.path().join("l2"), t.path().join("l3"));
+    let (l1, l2, l3) = (
+        t.path().join("l1"),
+        t.path().join("l2"),
+        t.path().join("l3"),
+    );
     let mut a = Tar::default();
     a.dir("a").file("a/x", b"x").file("a/y", b"y");
     a.dir("b").file("b/old", b"old");
-    a.file("links/target", b"t").hardlink("links/hard", "links/target");
+    a.file("links/target", b"t")
+        .hardlink("links/hard", "links/target");
     a.dir("dir2file").file("dir2file/c", b"c");
     a.file("file2dir", b"f");
-    a.dir("opq").file("opq/old1", b"1").file("opq/sub/old2", b"2");
+    a.dir("opq")
+        .file("opq/old1", b"1")
+        .file("opq/sub/old2", b"2");
     a.pax(&[("SCHILY.xattr.user.k", b"v1")]);
     a.dir("xdir");
     a.symlink("sl", "a/x");
@@ -34,8 +41,17 @@ fn flatten_equals_an_overlay_mount() {
     let mut b = Tar::default();
     b.file(".wh.b", b"");
     b.file("a/.wh.x", b"");
-    b.entry(Hdr { name: b"a", typ: b'5', mode: 0o700, uid: 5, gid: 6, ..Default::default() });
-    b.dir("opq").file("opq/.wh..wh..opq", b"").file("opq/new", b"n");
+    b.entry(Hdr {
+        name: b"a",
+        typ: b'5',
+        mode: 0o700,
+        uid: 5,
+        gid: 6,
+        ..Default::default()
+    });
+    b.dir("opq")
+        .file("opq/.wh..wh..opq", b"")
+        .file("opq/new", b"n");
     b.file("dir2file", b"now a file");
     b.dir("file2dir").file("file2dir/child", b"c");
     b.dir("xdir"); // no xattr in this layer: the merged dir has none
@@ -54,8 +70,17 @@ fn flatten_equals_an_overlay_mount() {
 
     let mnt = t.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let lower = format!("lowerdir={}:{}:{}", l3.display(), l2.display(), l1.display());
-    let st = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &lower]).arg(&mnt).status().unwrap();
+    let lower = format!(
+        "lowerdir={}:{}:{}",
+        l3.display(),
+        l2.display(),
+        l1.display()
+    );
+    let st = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &lower])
+        .arg(&mnt)
+        .status()
+        .unwrap();
     assert!(st.success(), "overlay mount failed");
     let overlay = listing(&mnt);
     let _ = Command::new("umount").arg(&mnt).status();
@@ -85,6 +110,14 @@ fn flatten_equals_an_overlay_mount() {
     assert_eq!(flat, want);
     use std::os::unix::fs::MetadataExt;
     let ino = |p: &str| std::fs::metadata(out.join(p)).unwrap().ino();
-    assert_eq!(ino("l3/hl-src"), ino("l3/hl-dst"), "hard links survive flattening");
-    assert_eq!(std::fs::metadata(out.join("zero")).unwrap().blocks(), 0, "holes stay holes");
+    assert_eq!(
+        ino("l3/hl-src"),
+        ino("l3/hl-dst"),
+        "hard links survive flattening"
+    );
+    assert_eq!(
+        std::fs::metadata(out.join("zero")).unwrap().blocks(),
+        0,
+        "holes stay holes"
+    );
 }

@@ -46,7 +46,10 @@ fn octal(field: &mut [u8], v: u64) {
 impl Tar {
     pub fn entry(&mut self, h: Hdr) -> &mut Self {
         let mut b = [0u8; 512];
-        assert!(h.name.len() <= 100 && h.link.len() <= 100, "use pax() for long names");
+        assert!(
+            h.name.len() <= 100 && h.link.len() <= 100,
+            "use pax() for long names"
+        );
         b[..h.name.len()].copy_from_slice(h.name);
         octal(&mut b[100..108], h.mode as u64);
         octal(&mut b[108..116], h.uid as u64);
@@ -196,7 +199,12 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
             }
         }
         xattrs.sort();
-        let mut line = format!("{rel} {t} {:04o} {}:{}", md.mode() & 0o7777, md.uid(), md.gid());
+        let mut line = format!(
+            "{rel} {t} {:04o} {}:{}",
+            md.mode() & 0o7777,
+            md.uid(),
+            md.gid()
+        );
         for field in [content, xattrs.join(",")] {
             if !field.is_empty() {
                 line.push(' ');

@@ -19,8 +19,8 @@ use rustix::io::Errno;
 use tar::EntryType;
 
 use crate::error::UnpackError;
-use crate::pax::{read_sparse_map_v1, PaxMeta, SparseHeader};
 use crate::path::{clean, display, split};
+use crate::pax::{read_sparse_map_v1, PaxMeta, SparseHeader};
 use crate::root::{clear_slot, os, LayerRoot, Previous};
 
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -65,7 +65,11 @@ struct Meta {
 /// Apply the tar stream `reader` to the existing directory `dir`.
 ///
 /// Reads the archive up to its end marker; the caller drains whatever follows.
-pub fn apply_tar<R: Read>(reader: &mut R, dir: &Path, options: &ApplyOptions) -> Result<LayerStats, UnpackError> {
+pub fn apply_tar<R: Read>(
+    reader: &mut R,
+    dir: &Path,
+    options: &ApplyOptions,
+) -> Result<LayerStats, UnpackError> {
     let root = LayerRoot::open(dir).map_err(|source| UnpackError::Root {
         path: dir.display().to_string(),
         source,
@@ -134,7 +138,9 @@ impl Applier {
             mode: num(h.mode().map(u64::from))? as u32 & 0o7777,
             uid: pax.uid.map_or_else(|| num(h.uid()), Ok)? as u32,
             gid: pax.gid.map_or_else(|| num(h.gid()), Ok)? as u32,
-            mtime: pax.mtime.map_or_else(|| num(h.mtime()).map(|t| (t as i64, 0)), Ok)?,
+            mtime: pax
+                .mtime
+                .map_or_else(|| num(h.mtime()).map(|t| (t as i64, 0)), Ok)?,
             xattrs: pax.xattrs,
         };
         self.stats.entries += 1;
@@ -143,7 +149,8 @@ impl Applier {
             return self.whiteout(parent, target, &rel, &meta);
         }
         let is_dir = kind == EntryType::Directory
-            || (matches!(kind, EntryType::Regular | EntryType::Continuous) && raw_path.ends_with(b"/"));
+            || (matches!(kind, EntryType::Regular | EntryType::Continuous)
+                && raw_path.ends_with(b"/"));
         if rel.is_empty() && !is_dir {
             return Err(UnpackError::Refused {
                 path: String::from_utf8_lossy(&raw_path).into_owned(),
@@ -156,11 +163,17 @@ impl Applier {
                 self.file(&rel, &mut e, &meta, pax.sparse)
             }
             EntryType::Symlink => {
-                let target = e.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                let target = e
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
                 self.symlink(&rel, &target, &meta)
             }
             EntryType::Link => {
-                let target = e.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                let target = e
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
                 self.hardlink(&rel, &target)
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -195,7 +208,10 @@ impl Applier {
             Ok(t) => Ok((t, Previous::Nothing)),
             Err(Errno::EXIST) => {
                 let prev = clear_slot(parent, name, false).map_err(entry_err(rel, "replace"))?;
-                if matches!(prev, Previous::Directory | Previous::Other(FileType::Symlink)) {
+                if matches!(
+                    prev,
+                    Previous::Directory | Previous::Other(FileType::Symlink)
+                ) {
                     self.root.invalidate();
                 }
                 Ok((make(parent, name).map_err(errno(op, rel))?, prev))
@@ -205,7 +221,9 @@ impl Applier {
     }
 
     fn parent_dir(&mut self, rel: &[u8]) -> Result<Rc<OwnedFd>, UnpackError> {
-        self.root.dir(split(rel).0).map_err(entry_err(rel, "parent directory"))
+        self.root
+            .dir(split(rel).0)
+            .map_err(entry_err(rel, "parent directory"))
     }
 
     fn directory(&mut self, rel: &[u8], meta: &Meta) -> Result<(), UnpackError> {
@@ -287,7 +305,13 @@ impl Applier {
 
     /// Copy `limit` bytes (or all) of `r` into `file` at `offset`, leaving holes where
     /// whole buffers are zero. Returns the end offset.
-    fn copy(&mut self, file: &File, r: &mut impl Read, mut offset: u64, limit: Option<u64>) -> io::Result<u64> {
+    fn copy(
+        &mut self,
+        file: &File,
+        r: &mut impl Read,
+        mut offset: u64,
+        limit: Option<u64>,
+    ) -> io::Result<u64> {
         let mut left = limit.unwrap_or(u64::MAX);
         while left > 0 {
             let want = self.buf.len().min(left.min(usize::MAX as u64) as usize);
@@ -331,7 +355,9 @@ impl Applier {
     fn symlink(&mut self, rel: &[u8], target: &[u8], meta: &Meta) -> Result<(), UnpackError> {
         let parent = self.parent_dir(rel)?;
         let name = split(rel).1;
-        self.create(&parent, name, rel, "symlink", |p, n| rfs::symlinkat(os(target), p, os(n)))?;
+        self.create(&parent, name, rel, "symlink", |p, n| {
+            rfs::symlinkat(os(target), p, os(n))
+        })?;
         self.at_meta(&parent, name, rel, meta, false)
     }
 
@@ -348,7 +374,12 @@ impl Applier {
             return Ok(());
         }
         let (tp, tn) = split(&target_rel);
-        let not_here = || refuse(format!("hard link target {} is not in this layer", display(&target_rel)));
+        let not_here = || {
+            refuse(format!(
+                "hard link target {} is not in this layer",
+                display(&target_rel)
+            ))
+        };
         let tparent = match self.root.lookup_dir(tp) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc_enoent()) => return Err(not_here()),
@@ -356,7 +387,10 @@ impl Applier {
         };
         match rfs::statat(&tparent, os(tn), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                return Err(refuse(format!("hard link target {} is a directory", display(&target_rel))))
+                return Err(refuse(format!(
+                    "hard link target {} is a directory",
+                    display(&target_rel)
+                )))
             }
             Ok(_) => {}
             Err(Errno::NOENT) => return Err(not_here()),
@@ -370,7 +404,13 @@ impl Applier {
         Ok(())
     }
 
-    fn special(&mut self, rel: &[u8], ft: FileType, dev: rfs::Dev, meta: &Meta) -> Result<(), UnpackError> {
+    fn special(
+        &mut self,
+        rel: &[u8],
+        ft: FileType,
+        dev: rfs::Dev,
+        meta: &Meta,
+    ) -> Result<(), UnpackError> {
         let parent = self.parent_dir(rel)?;
         let name = split(rel).1;
         self.create(&parent, name, rel, "mknod", |p, n| {
@@ -379,11 +419,25 @@ impl Applier {
         self.at_meta(&parent, name, rel, meta, true)
     }
 
-    fn whiteout(&mut self, parent_rel: &[u8], target: &[u8], rel: &[u8], meta: &Meta) -> Result<(), UnpackError> {
+    fn whiteout(
+        &mut self,
+        parent_rel: &[u8],
+        target: &[u8],
+        rel: &[u8],
+        meta: &Meta,
+    ) -> Result<(), UnpackError> {
         if target == b".wh..opq" {
-            let dir = self.root.dir(parent_rel).map_err(entry_err(rel, "opaque directory"))?;
-            let fd = rfs::openat(&*dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(errno("open", parent_rel))?;
+            let dir = self
+                .root
+                .dir(parent_rel)
+                .map_err(entry_err(rel, "opaque directory"))?;
+            let fd = rfs::openat(
+                &*dir,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(errno("open", parent_rel))?;
             return set_opaque(&fd).map_err(entry_err(parent_rel, "set opaque"));
         }
         if target.starts_with(b".wh.") {
@@ -409,11 +463,23 @@ impl Applier {
         };
         match rfs::statat(&*parent, os(target), AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => {
-                rfs::mknodat(&*parent, os(target), FileType::CharacterDevice, Mode::empty(), 0)
-                    .map_err(errno("whiteout", &wrel))?;
+                rfs::mknodat(
+                    &*parent,
+                    os(target),
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    0,
+                )
+                .map_err(errno("whiteout", &wrel))?;
                 if self.options.same_owner && (meta.uid, meta.gid) != (self.euid, self.egid) {
-                    rfs::chownat(&*parent, os(target), Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(errno("chown", &wrel))?;
+                    rfs::chownat(
+                        &*parent,
+                        os(target),
+                        Some(uid(meta.uid)),
+                        Some(gid(meta.gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(errno("chown", &wrel))?;
                 }
                 self.whiteouts.insert(wrel);
                 Ok(())
@@ -435,9 +501,15 @@ impl Applier {
     }
 
     /// Owner, mode and xattrs through an open fd (files, directories).
-    fn fd_meta(&self, fd: &impl std::os::fd::AsFd, meta: &Meta, rel: &[u8]) -> Result<(), UnpackError> {
+    fn fd_meta(
+        &self,
+        fd: &impl std::os::fd::AsFd,
+        meta: &Meta,
+        rel: &[u8],
+    ) -> Result<(), UnpackError> {
         if self.options.same_owner && (meta.uid, meta.gid) != (self.euid, self.egid) {
-            rfs::fchown(fd, Some(uid(meta.uid)), Some(gid(meta.gid))).map_err(errno("chown", rel))?;
+            rfs::fchown(fd, Some(uid(meta.uid)), Some(gid(meta.gid)))
+                .map_err(errno("chown", rel))?;
         }
         // After chown, which clears setuid/setgid.
         rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(errno("chmod", rel))?;
@@ -452,15 +524,33 @@ impl Applier {
 
     /// Owner, mode, xattrs and mtime by name (symlinks, devices, fifos), never following
     /// the final component.
-    fn at_meta(&self, parent: &OwnedFd, name: &[u8], rel: &[u8], meta: &Meta, chmod: bool) -> Result<(), UnpackError> {
+    fn at_meta(
+        &self,
+        parent: &OwnedFd,
+        name: &[u8],
+        rel: &[u8],
+        meta: &Meta,
+        chmod: bool,
+    ) -> Result<(), UnpackError> {
         if self.options.same_owner && (meta.uid, meta.gid) != (self.euid, self.egid) {
-            rfs::chownat(parent, os(name), Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(errno("chown", rel))?;
+            rfs::chownat(
+                parent,
+                os(name),
+                Some(uid(meta.uid)),
+                Some(gid(meta.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(errno("chown", rel))?;
         }
         if chmod {
             // Not a symlink (we just made it), so following is moot.
-            rfs::chmodat(parent, os(name), Mode::from_raw_mode(meta.mode), AtFlags::empty())
-                .map_err(errno("chmod", rel))?;
+            rfs::chmodat(
+                parent,
+                os(name),
+                Mode::from_raw_mode(meta.mode),
+                AtFlags::empty(),
+            )
+            .map_err(errno("chmod", rel))?;
         }
         if !meta.xattrs.is_empty() {
             // The parent fd through /proc, the last component not followed.
@@ -471,11 +561,17 @@ impl Applier {
                     // Linux allows no user.* xattrs on symlinks.
                     continue;
                 }
-                rfs::lsetxattr(os(&p), os(k), v, XattrFlags::empty()).map_err(errno("set xattr", rel))?;
+                rfs::lsetxattr(os(&p), os(k), v, XattrFlags::empty())
+                    .map_err(errno("set xattr", rel))?;
             }
         }
-        rfs::utimensat(parent, os(name), &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(errno("set mtime", rel))?;
+        rfs::utimensat(
+            parent,
+            os(name),
+            &times(meta.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno("set mtime", rel))?;
         Ok(())
     }
 

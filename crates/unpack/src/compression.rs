@@ -43,7 +43,7 @@ impl Compression {
 pub enum Decoder<R: BufRead> {
     Plain(R),
     // Multi-member, as Go's gzip reader (containerd, Docker) reads layers.
-    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
@@ -51,7 +51,9 @@ impl<R: BufRead> Decoder<R> {
     pub fn new(compression: Compression, input: R) -> io::Result<Decoder<R>> {
         Ok(match compression {
             Compression::None => Decoder::Plain(input),
-            Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(input)),
+            Compression::Gzip => {
+                Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(input)))
+            }
             Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(input)?),
         })
     }

@@ -91,7 +91,9 @@ pub fn unpack_layer<R: Read>(
         return Err(UnpackError::Source(why));
     }
     if compressed.exceeded_limit() {
-        return Err(UnpackError::Blob(VerifyError::TooLong { limit: layer.size }));
+        return Err(UnpackError::Blob(VerifyError::TooLong {
+            limit: layer.size,
+        }));
     }
     rest.map_err(|e| UnpackError::Source(e.to_string()))?;
     compressed

@@ -44,7 +44,12 @@ impl PaxMeta {
                 std::str::from_utf8(val)
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
-                    .ok_or_else(|| bad(format!("PAX {}: not a number", String::from_utf8_lossy(key))))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "PAX {}: not a number",
+                            String::from_utf8_lossy(key)
+                        ))
+                    })
             };
             match key {
                 b"uid" => m.uid = Some(num()?),
@@ -118,7 +123,9 @@ fn parse_time(v: &[u8]) -> io::Result<(i64, u32)> {
     let secs: i64 = secs.parse().map_err(|_| bad(format!("PAX mtime {s:?}")))?;
     let mut nanos: u32 = 0;
     for (i, c) in frac.chars().take(9).enumerate() {
-        let d = c.to_digit(10).ok_or_else(|| bad(format!("PAX mtime {s:?}")))?;
+        let d = c
+            .to_digit(10)
+            .ok_or_else(|| bad(format!("PAX mtime {s:?}")))?;
         nanos += d * 10u32.pow(8 - i as u32);
     }
     Ok(if !neg {
@@ -184,7 +191,10 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(parse_time(b"1700000000").unwrap(), (1700000000, 0));
-        assert_eq!(parse_time(b"1700000000.123456789").unwrap(), (1700000000, 123456789));
+        assert_eq!(
+            parse_time(b"1700000000.123456789").unwrap(),
+            (1700000000, 123456789)
+        );
         assert_eq!(parse_time(b"1.5").unwrap(), (1, 500_000_000));
         assert_eq!(parse_time(b"-1.5").unwrap(), (-2, 500_000_000));
         assert!(parse_time(b"x").is_err());

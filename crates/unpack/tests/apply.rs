@@ -4,9 +4,9 @@
 use std::io::Write;
 use std::path::Path;
 
+use rdpull_testkit::{listing, Hdr, Tar};
 use rdpull_unpack::{apply_tar, unpack_layer, ApplyOptions, LayerDescriptor, UnpackError};
 use rdpull_verify::Digest;
-use rdpull_testkit::{listing, Hdr, Tar};
 
 fn apply(tar: &[u8], dir: &Path) -> Result<rdpull_unpack::LayerStats, UnpackError> {
     let mut r = tar;
@@ -21,7 +21,10 @@ struct Sandbox {
 }
 
 fn sandbox() -> Sandbox {
-    assert!(rustix::process::geteuid().is_root(), "the unpack tests need root");
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the unpack tests need root"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let outside = tmp.path().join("outside");
     let layer = outside.join("layer");
@@ -115,7 +118,10 @@ fn every_entry_kind_and_its_metadata() {
     t.dir("file-then-dir");
     t.file("implicit/parent/child", b"i");
     let stats = apply(&t.finish(), &s.layer).unwrap();
-    assert_eq!(stats.implicit_dirs, vec!["/dev", "/long", "/gnu", "/implicit", "/implicit/parent"]);
+    assert_eq!(
+        stats.implicit_dirs,
+        vec!["/dev", "/long", "/gnu", "/implicit", "/implicit/parent"]
+    );
     assert_eq!(stats.entries, 21);
 
     let want = vec![
@@ -216,7 +222,11 @@ fn hostile_names_stay_inside_the_root() {
     t.file("../.wh.canary", b"");
     t.file("a/../../.wh.escape-target", b"");
     apply(&t.finish(), &s.layer).unwrap();
-    assert_eq!(outside_listing(&s), before, "something changed outside the layer");
+    assert_eq!(
+        outside_listing(&s),
+        before,
+        "something changed outside the layer"
+    );
     assert_eq!(
         listing(&s.layer),
         vec![
@@ -264,8 +274,14 @@ fn hard_links_out_of_the_layer_are_refused() {
     t.symlink("out", "../..");
     t.hardlink("hl", "out/canary");
     let e = apply(&t.finish(), &s.layer).unwrap_err().to_string();
-    assert_eq!(e, "/hl: refused: hard link target /out/canary is not in this layer");
-    assert_eq!(std::fs::metadata(s.outside.join("canary")).unwrap().len(), 6);
+    assert_eq!(
+        e,
+        "/hl: refused: hard link target /out/canary is not in this layer"
+    );
+    assert_eq!(
+        std::fs::metadata(s.outside.join("canary")).unwrap().len(),
+        6
+    );
 }
 
 #[test]
@@ -284,7 +300,10 @@ fn symlink_loops_and_files_as_parents_fail_cleanly() {
     t.file("f", b"x");
     t.file("f/child", b"x");
     let e = apply(&t.finish(), &s.layer).unwrap_err().to_string();
-    assert!(e.starts_with("/f/child: parent directory: Not a directory"), "{e}");
+    assert!(
+        e.starts_with("/f/child: parent directory: Not a directory"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -320,9 +339,14 @@ fn zero_runs_become_holes_with_identical_content() {
     t.file("all-zero", &vec![0u8; 1 << 20]);
     apply(&t.finish(), &s.layer).unwrap();
     assert_eq!(std::fs::read(s.layer.join("mostly-zero")).unwrap(), content);
-    assert_eq!(std::fs::read(s.layer.join("all-zero")).unwrap(), vec![0u8; 1 << 20]);
+    assert_eq!(
+        std::fs::read(s.layer.join("all-zero")).unwrap(),
+        vec![0u8; 1 << 20]
+    );
     use std::os::unix::fs::MetadataExt;
-    let blocks = std::fs::metadata(s.layer.join("all-zero")).unwrap().blocks();
+    let blocks = std::fs::metadata(s.layer.join("all-zero"))
+        .unwrap()
+        .blocks();
     assert_eq!(blocks, 0, "an all-zero file is written as a hole");
 }
 
@@ -334,7 +358,13 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 const GZ: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
-fn unpack(blob: &[u8], digest: &Digest, size: u64, diff_id: &Digest, dir: &Path) -> Result<(), String> {
+fn unpack(
+    blob: &[u8],
+    digest: &Digest,
+    size: u64,
+    diff_id: &Digest,
+    dir: &Path,
+) -> Result<(), String> {
     let d = LayerDescriptor {
         digest,
         size,
@@ -362,23 +392,38 @@ fn unpack_layer_verifies_both_digests() {
     let wrong = Digest::sha256_of(b"something else");
     let s = sandbox();
     let e = unpack(&blob, &wrong, n, &diff_id, &s.layer).unwrap_err();
-    assert_eq!(e, format!("compressed blob: digest mismatch: expected {wrong}, got {digest}"));
+    assert_eq!(
+        e,
+        format!("compressed blob: digest mismatch: expected {wrong}, got {digest}")
+    );
 
     // Wrong DiffID.
     let s = sandbox();
     let e = unpack(&blob, &digest, n, &wrong, &s.layer).unwrap_err();
-    assert_eq!(e, format!("uncompressed content (DiffID): digest mismatch: expected {wrong}, got {diff_id}"));
+    assert_eq!(
+        e,
+        format!("uncompressed content (DiffID): digest mismatch: expected {wrong}, got {diff_id}")
+    );
 
     // More bytes than the descriptor says.
     let s = sandbox();
     let e = unpack(&blob, &digest, n - 1, &diff_id, &s.layer).unwrap_err();
-    assert_eq!(e, format!("compressed blob: more than the declared {} bytes", n - 1));
+    assert_eq!(
+        e,
+        format!("compressed blob: more than the declared {} bytes", n - 1)
+    );
 
     // Fewer bytes (a truncated transfer): the size is wrong.
     let s = sandbox();
     let cut = &blob[..blob.len() - 10];
     let e = unpack(cut, &digest, n, &diff_id, &s.layer).unwrap_err();
-    assert_eq!(e, format!("compressed blob: size mismatch: expected {n} bytes, got {}", n - 10));
+    assert_eq!(
+        e,
+        format!(
+            "compressed blob: size mismatch: expected {n} bytes, got {}",
+            n - 10
+        )
+    );
 }
 
 #[test]
@@ -387,7 +432,14 @@ fn truncated_gzip_with_matching_digest_is_a_decompression_error() {
     let blob = gzip(&tar);
     let cut = &blob[..blob.len() / 2];
     let s = sandbox();
-    let e = unpack(cut, &Digest::sha256_of(cut), cut.len() as u64, &Digest::sha256_of(&tar), &s.layer).unwrap_err();
+    let e = unpack(
+        cut,
+        &Digest::sha256_of(cut),
+        cut.len() as u64,
+        &Digest::sha256_of(&tar),
+        &s.layer,
+    )
+    .unwrap_err();
     assert!(e.starts_with("gzip data: "), "{e}");
 }
 
@@ -416,8 +468,13 @@ fn a_failed_download_is_reported_as_such() {
         media_type: GZ,
         diff_id: &diff,
     };
-    let e = unpack_layer(Failing(&blob[..blob.len() / 2]), &desc, &s.layer, &ApplyOptions::default())
-        .unwrap_err()
-        .to_string();
+    let e = unpack_layer(
+        Failing(&blob[..blob.len() / 2]),
+        &desc,
+        &s.layer,
+        &ApplyOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert_eq!(e, "download failed: connection reset by peer");
 }

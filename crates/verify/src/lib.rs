@@ -294,7 +294,8 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// The [`VerifyError`] inside an `io::Error` made by a [`HashingReader`], if it is one.
 pub fn verify_error(e: &io::Error) -> Option<&VerifyError> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<VerifyError>())
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<VerifyError>())
 }
 
 #[cfg(test)]
@@ -360,10 +361,13 @@ mod tests {
 
     #[test]
     fn hashing_reader_refuses_to_read_past_limit() {
-        let data = vec![1u8; 10];
+        let data = [1u8; 10];
         let mut r = HashingReader::new(&data[..], Algorithm::Sha256).with_limit(9);
         let e = r.drain().unwrap_err();
-        assert!(matches!(verify_error(&e), Some(VerifyError::TooLong { limit: 9 })));
+        assert!(matches!(
+            verify_error(&e),
+            Some(VerifyError::TooLong { limit: 9 })
+        ));
         // Exactly at the limit is fine.
         let mut r = HashingReader::new(&data[..], Algorithm::Sha256).with_limit(10);
         assert_eq!(r.drain().unwrap(), 10);
