@@ -22,7 +22,7 @@ use rdpull_fetch::{
 use rdpull_snapshot::{ChainId, ImageRecord, LayerRecord, Store, StoreError};
 use rdpull_unpack::{unpack_layer, ApplyOptions, LayerDescriptor};
 use rdpull_verify::Digest;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::progress::{LayerState, Progress};
 
@@ -125,74 +125,67 @@ pub async fn pull(
     }
 
     let permits = Arc::new(Semaphore::new(opts.parallel.max(1)));
-    let apply = ApplyOptions::default();
-    let owner = owner_label();
+    let (cancel, cancelled) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut prepared: BTreeMap<usize, String> = BTreeMap::new();
-    for i in (0..count).filter(|&i| !present[i]) {
-        let key = format!("extract-{}-{}", std::process::id(), chain[i]);
-        let mut labels = BTreeMap::new();
-        labels.insert(OWNER_LABEL.to_string(), owner.clone());
-        labels.insert(
-            "rdpull.io/layer.digest".to_string(),
-            image.layers[i].digest.to_string(),
-        );
-        let parent = i.checked_sub(1).map(|p| chain[p].to_string());
-        let info = store.prepare(&key, parent.as_deref(), labels)?;
-        prepared.insert(i, key);
-        let job = LayerJob {
-            index: i,
-            count,
-            blob: image.layers[i].clone(),
-            diff_id: diff_ids[i].clone(),
-            dir: store.fs_path(&info),
-            repository: reference.repository().to_string(),
-        };
-        let (registry, permits, progress, apply) = (
-            registry.clone(),
-            permits.clone(),
-            progress.clone(),
-            apply.clone(),
-        );
-        tasks.spawn(async move { (i, job.run(registry, permits, progress, apply).await) });
-    }
-
-    // Commit in chain order as layers finish; stop at the first failure.
-    let mut done: BTreeMap<usize, ()> = BTreeMap::new();
-    let mut next = present.iter().take_while(|p| **p).count();
-    let mut failure = None;
-    while let Some(joined) = tasks.join_next().await {
-        let (i, result) = match joined {
-            Ok(r) => r,
-            Err(e) => (
-                usize::MAX,
-                Err(PullError::Internal(format!("layer task failed: {e}"))),
-            ),
-        };
-        if let Err(e) = result {
-            failure = Some(e);
-            break;
+    let outcome = async {
+        let owner = owner_label();
+        for i in (0..count).filter(|&i| !present[i]) {
+            let key = format!("extract-{}-{}", std::process::id(), chain[i]);
+            let mut labels = BTreeMap::new();
+            labels.insert(OWNER_LABEL.to_string(), owner.clone());
+            labels.insert(
+                "rdpull.io/layer.digest".to_string(),
+                image.layers[i].digest.to_string(),
+            );
+            let parent = i.checked_sub(1).map(|p| chain[p].to_string());
+            let info = store.prepare(&key, parent.as_deref(), labels)?;
+            prepared.insert(i, key);
+            let job = LayerJob {
+                index: i,
+                count,
+                blob: image.layers[i].clone(),
+                diff_id: diff_ids[i].clone(),
+                dir: store.fs_path(&info),
+                repository: reference.repository().to_string(),
+                registry: registry.clone(),
+                permits: permits.clone(),
+                progress: progress.clone(),
+                cancelled: cancelled.clone(),
+            };
+            tasks.spawn(async move { (i, job.run().await) });
         }
-        done.insert(i, ());
-        while next < count && (present[next] || done.contains_key(&next)) {
-            if !present[next] {
-                let key = prepared.remove(&next).expect("prepared");
-                commit(&store, &key, &chain[next])?;
-                progress.state(next, LayerState::Complete);
+        // Commit in chain order as layers finish; stop at the first failure.
+        let mut done = vec![false; count];
+        let mut next = present.iter().take_while(|p| **p).count();
+        while let Some(joined) = tasks.join_next().await {
+            let i = joined
+                .map_err(|e| PullError::Internal(format!("layer task failed: {e}")))
+                .and_then(|(i, r)| r.map(|()| i))?;
+            done[i] = true;
+            while next < count && (present[next] || done[next]) {
+                if let Some(key) = prepared.remove(&next) {
+                    commit(&store, &key, &chain[next])?;
+                    progress.state(next, LayerState::Complete);
+                }
+                next += 1;
             }
-            next += 1;
         }
+        Ok::<(), PullError>(())
     }
-    if let Some(e) = failure {
-        tasks.abort_all();
+    .await;
+    if outcome.is_err() {
+        // Stop the other downloads and wait until every unpacker has let go of its
+        // directory before removing the snapshots that will not be committed.
+        let _ = cancel.send(true);
         while tasks.join_next().await.is_some() {}
         for key in prepared.values() {
-            if let Err(re) = store.remove(key) {
-                tracing::warn!("removing {key}: {re}");
+            if let Err(e) = store.remove(key) {
+                tracing::warn!("removing {key}: {e}");
             }
         }
-        return Err(e);
     }
+    outcome?;
 
     store.put_blob(&image.manifest_digest, &image.manifest)?;
     if let Some(index) = &image.index {
@@ -273,6 +266,11 @@ struct LayerJob {
     diff_id: Digest,
     dir: std::path::PathBuf,
     repository: String,
+    registry: Arc<Registry>,
+    permits: Arc<Semaphore>,
+    progress: Arc<Progress>,
+    /// Turns true when the pull has failed elsewhere.
+    cancelled: watch::Receiver<bool>,
 }
 
 impl LayerJob {
@@ -285,30 +283,34 @@ impl LayerJob {
         }
     }
 
-    async fn run(
-        self,
-        registry: Arc<Registry>,
-        permits: Arc<Semaphore>,
-        progress: Arc<Progress>,
-        apply: ApplyOptions,
-    ) -> Result<(), PullError> {
-        let permit = permits
-            .acquire_owned()
-            .await
-            .map_err(|e| PullError::Internal(e.to_string()))?;
-        let mut stream = registry
-            .blob(&self.repository, &self.blob)
-            .await
-            .map_err(|e| self.failed(e))?;
-        progress.state(self.index, LayerState::Downloading);
+    async fn run(self) -> Result<(), PullError> {
+        let mut cancelled = self.cancelled.clone();
+        let stopped = || PullError::Internal("cancelled".into());
+        let permit = tokio::select! {
+            p = self.permits.clone().acquire_owned() => p.map_err(|e| PullError::Internal(e.to_string()))?,
+            _ = cancelled.wait_for(|c| *c) => return Err(stopped()),
+        };
+        let mut stream = tokio::select! {
+            s = self.registry.blob(&self.repository, &self.blob) => s.map_err(|e| self.failed(e))?,
+            _ = cancelled.wait_for(|c| *c) => return Err(stopped()),
+        };
+        self.progress.state(self.index, LayerState::Downloading);
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
-        let index = self.index;
-        let total = self.blob.size;
-        let p = progress.clone();
-        let download = tokio::spawn(async move {
+        let (index, total, p) = (self.index, self.blob.size, self.progress.clone());
+        // The body goes to the unpacker until it ends, fails, or the pull is cancelled;
+        // then the sender drops and the unpacker sees the end of its input.
+        let download = async move {
             let _permit = permit; // the HTTP stream slot is held until the body ends
             let mut got = 0u64;
-            while let Some(chunk) = stream.next().await {
+            loop {
+                let chunk = tokio::select! {
+                    c = stream.next() => c,
+                    _ = cancelled.wait_for(|c| *c) => Some(Err(FetchError::Invalid {
+                        what: "download".into(),
+                        why: "cancelled: another layer failed".into(),
+                    })),
+                };
+                let Some(chunk) = chunk else { break };
                 let item = chunk.map_err(|e| io::Error::other(e.to_string()));
                 let failed = item.is_err();
                 if let Ok(c) = &item {
@@ -316,32 +318,32 @@ impl LayerJob {
                     p.bytes(index, got);
                 }
                 if tx.send(item).await.is_err() || failed {
-                    return; // the unpacker stopped (failed); nothing more to do
+                    return; // the unpacker stopped, or the download failed
                 }
             }
             if got == total {
                 // The body is in; the unpacker works through what is buffered.
                 p.state(index, LayerState::Extracting);
             }
-        });
+        };
         let desc_digest = self.blob.digest.clone();
         let media_type = self.blob.media_type.clone();
         let (size, diff_id, dir) = (self.blob.size, self.diff_id.clone(), self.dir.clone());
-        let unpacked = tokio::task::spawn_blocking(move || {
+        let unpack = tokio::task::spawn_blocking(move || {
             let d = LayerDescriptor {
                 digest: &desc_digest,
                 size,
                 media_type: &media_type,
                 diff_id: &diff_id,
             };
-            unpack_layer(ChannelReader::new(rx), &d, &dir, &apply)
-        })
-        .await
-        .map_err(|e| PullError::Internal(format!("unpack task: {e}")))?;
-        download.abort();
-        unpacked.map_err(|e| self.failed(e))?;
+            unpack_layer(ChannelReader::new(rx), &d, &dir, &ApplyOptions::default())
+        });
+        let ((), unpacked) = tokio::join!(download, unpack);
+        unpacked
+            .map_err(|e| PullError::Internal(format!("unpack task: {e}")))?
+            .map_err(|e| self.failed(e))?;
         // Both digests matched; the commit (in chain order) follows.
-        progress.state(self.index, LayerState::Verifying);
+        self.progress.state(self.index, LayerState::Verifying);
         Ok(())
     }
 }

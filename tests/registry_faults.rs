@@ -470,3 +470,52 @@ fn hostile_layers_write_nothing_outside_the_root() {
     assert_eq!(outside, before);
     assert_clean(&root);
 }
+
+/// One layer fails while another is stalled mid-body: the pull reports the failure at
+/// once (it does not wait out the stall timeout), and removes both active snapshots only
+/// after their unpackers have stopped.
+#[test]
+fn a_failed_layer_cancels_the_others() {
+    let reg = FakeRegistry::start();
+    let big = Tar::default().file("big", &vec![7u8; 3 << 20]).finish();
+    let p = reg.push("app", "v1", &[big, one_file_layer("b", b"2")]);
+    let stalled = FakeRegistry::blob_path("app", &p.layer_digests[0]);
+    reg.set(
+        &stalled,
+        Reply::Stall {
+            body: p.blobs[0].clone(),
+            send: p.blobs[0].len() / 2,
+        },
+    );
+    reg.set(
+        &FakeRegistry::blob_path("app", &p.layer_digests[1]),
+        Reply::Status(500),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let t0 = std::time::Instant::now();
+    let out = rdpull(
+        root.path(),
+        &[
+            "--plain-http",
+            "--stall-timeout",
+            "120",
+            "pull",
+            &format!("{}/app:v1", reg.addr),
+        ],
+    );
+    let e = fails(out);
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(60),
+        "cancellation did not stop the stalled download"
+    );
+    assert!(
+        e.starts_with(&format!(
+            "rdpull: error: layer 2/2 {}: ",
+            p.layer_digests[1]
+        )),
+        "{e}"
+    );
+    assert!(e.ends_with("HTTP 500 (UNKNOWN injected failure)"), "{e}");
+    assert_clean(root.path());
+    assert!(snapshots(root.path()).0.is_empty());
+}

@@ -91,19 +91,7 @@ pub fn flatten(layers: &[impl AsRef<Path>], dest: &Path) -> Result<FlattenStats,
     }
     // Deepest first, so setting a child's time does not disturb its parent's.
     for (rel, t) in f.dir_times.iter().rev() {
-        let fd = if rel.is_empty() {
-            f.dest.try_clone().ok()
-        } else {
-            rfs::openat2(
-                &f.dest,
-                os(rel),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-            )
-            .ok()
-        };
-        if let Some(fd) = fd {
+        if let Ok(fd) = f.dest_dir(rel, OFlags::RDONLY) {
             let _ = rfs::futimens(&fd, &times(*t));
         }
     }
@@ -142,6 +130,19 @@ struct Flattener {
 }
 
 impl Flattener {
+    /// A directory of the destination by relative path (the root for ""), refusing any
+    /// symlink on the way: the destination only has directories we made there.
+    fn dest_dir(&self, rel: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
+        let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
+        Ok(rfs::openat2(
+            &self.dest,
+            os(rel),
+            flags | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        )?)
+    }
+
     fn forget_below(&mut self, rel: &[u8]) {
         let mut prefix = rel.to_vec();
         prefix.push(b'/');
@@ -237,20 +238,9 @@ impl Flattener {
                         Some(i) => (&first[..i], &first[i + 1..]),
                         None => (&first[..0], &first[..]),
                     };
-                    let pfd = if fp.is_empty() {
-                        self.dest
-                            .try_clone()
-                            .map_err(|e| (crel.clone(), "dup", e))?
-                    } else {
-                        rfs::openat2(
-                            &self.dest,
-                            os(fp),
-                            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                            Mode::empty(),
-                            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-                        )
-                        .map_err(fail("hard link"))?
-                    };
+                    let pfd = self
+                        .dest_dir(fp, OFlags::PATH)
+                        .map_err(|e| (crel.clone(), "hard link", e))?;
                     rfs::linkat(&pfd, os(fname), dst, os(&name), AtFlags::empty())
                         .map_err(fail("hard link"))?;
                     continue;
