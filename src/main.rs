@@ -13,7 +13,7 @@ use std::time::Duration;
 #[cfg(test)]
 use clap::CommandFactory;
 use clap::{Args, Parser, Subcommand};
-use rdpull_fetch::{ClientOptions, Credentials, Platform, Reference};
+use rdpull_fetch::{ChunkPolicy, ClientOptions, Credentials, Platform, Reference};
 use rdpull_snapshot::Store;
 
 #[derive(Parser)]
@@ -38,6 +38,9 @@ const VALUE_OPTIONS: &[&str] = &[
     "--user",
     "--stall-timeout",
     "--tls-ca",
+    "--chunked-min-size",
+    "--chunk-size",
+    "--chunk-window",
 ];
 const COMMANDS: &[&str] = &["pull", "unpack", "images", "help"];
 
@@ -94,6 +97,16 @@ struct Global {
     /// Seconds a download may go without receiving a byte.
     #[arg(long, global = true, default_value_t = 30)]
     stall_timeout: u64,
+    /// Blobs at least this large (bytes) are fetched in chunks over several connections
+    /// when the registry honours Range.
+    #[arg(long, global = true, default_value_t = 32 << 20)]
+    chunked_min_size: u64,
+    /// Chunk size in bytes.
+    #[arg(long, global = true, default_value_t = 8 << 20)]
+    chunk_size: u64,
+    /// Chunks of one blob in flight at most (memory per blob: (window - 1) x chunk size).
+    #[arg(long, global = true, default_value_t = 4)]
+    chunk_window: usize,
     /// Print only the image reference.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -213,6 +226,11 @@ fn pull_options(g: &Global) -> Result<pull::PullOptions, BoxError> {
             plain_http: g.plain_http,
             credentials,
             tls_ca: g.tls_ca.clone(),
+            chunks: ChunkPolicy {
+                min_size: g.chunked_min_size,
+                chunk_size: g.chunk_size.max(1),
+                window: g.chunk_window,
+            },
             stall_timeout: Duration::from_secs(g.stall_timeout.max(1)),
             ..ClientOptions::default()
         },

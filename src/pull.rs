@@ -17,19 +17,19 @@ use futures_util::StreamExt;
 use oci_spec::image::ImageConfiguration;
 use rdpull_fetch::{
     resolve, BlobDescriptor, ClientOptions, FetchError, Platform, Reference, Registry,
-    ResolvedImage,
+    ResolvedImage, StreamBudget,
 };
 use rdpull_snapshot::{ChainId, ImageRecord, LayerRecord, Store, StoreError};
 use rdpull_unpack::{unpack_layer, ApplyOptions, LayerDescriptor};
 use rdpull_verify::Digest;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 
 use crate::progress::{LayerState, Progress};
 
 /// Image configs are small; this only stops a hostile registry from making us buffer.
 const MAX_CONFIG_SIZE: u64 = 16 << 20;
-/// Chunks in flight between a download and its unpacker (each at most a few tens of KiB).
-const CHANNEL_CHUNKS: usize = 32;
+/// Pieces between a download and its unpacker; the blob stream buffers another 32.
+const CHANNEL_CHUNKS: usize = 8;
 /// Label naming the process that owns an active snapshot (`pid:starttime`).
 const OWNER_LABEL: &str = "rdpull.io/owner";
 
@@ -124,13 +124,17 @@ pub async fn pull(
         );
     }
 
-    let permits = Arc::new(Semaphore::new(opts.parallel.max(1)));
+    let budget = StreamBudget::new(opts.parallel);
     let (cancel, cancelled) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut prepared: BTreeMap<usize, String> = BTreeMap::new();
     let outcome = async {
         let owner = owner_label();
-        for i in (0..count).filter(|&i| !present[i]) {
+        // Largest first: it takes the longest, and gets the first stream slots (and the
+        // spare ones for its chunks).
+        let mut missing: Vec<usize> = (0..count).filter(|&i| !present[i]).collect();
+        missing.sort_by_key(|&i| std::cmp::Reverse(image.layers[i].size));
+        for i in missing {
             let key = format!("extract-{}-{}", std::process::id(), chain[i]);
             let mut labels = BTreeMap::new();
             labels.insert(OWNER_LABEL.to_string(), owner.clone());
@@ -149,7 +153,7 @@ pub async fn pull(
                 dir: store.fs_path(&info),
                 repository: reference.repository().to_string(),
                 registry: registry.clone(),
-                permits: permits.clone(),
+                budget: budget.clone(),
                 progress: progress.clone(),
                 cancelled: cancelled.clone(),
             };
@@ -267,7 +271,7 @@ struct LayerJob {
     dir: std::path::PathBuf,
     repository: String,
     registry: Arc<Registry>,
-    permits: Arc<Semaphore>,
+    budget: StreamBudget,
     progress: Arc<Progress>,
     /// Turns true when the pull has failed elsewhere.
     cancelled: watch::Receiver<bool>,
@@ -286,12 +290,9 @@ impl LayerJob {
     async fn run(self) -> Result<(), PullError> {
         let mut cancelled = self.cancelled.clone();
         let stopped = || PullError::Internal("cancelled".into());
-        let permit = tokio::select! {
-            p = self.permits.clone().acquire_owned() => p.map_err(|e| PullError::Internal(e.to_string()))?,
-            _ = cancelled.wait_for(|c| *c) => return Err(stopped()),
-        };
+
         let mut stream = tokio::select! {
-            s = self.registry.blob(&self.repository, &self.blob) => s.map_err(|e| self.failed(e))?,
+            s = self.registry.blob(&self.repository, &self.blob, &self.budget) => s.map_err(|e| self.failed(e))?,
             _ = cancelled.wait_for(|c| *c) => return Err(stopped()),
         };
         self.progress.state(self.index, LayerState::Downloading);
@@ -300,7 +301,6 @@ impl LayerJob {
         // The body goes to the unpacker until it ends, fails, or the pull is cancelled;
         // then the sender drops and the unpacker sees the end of its input.
         let download = async move {
-            let _permit = permit; // the HTTP stream slot is held until the body ends
             let mut got = 0u64;
             loop {
                 let chunk = tokio::select! {

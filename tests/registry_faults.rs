@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::registry::{
+use common::{fails, ok, rdpull, snapshot_dirs, snapshots, stdout};
+use rdpull_testkit::registry::{
     gzip, one_file_layer, sha256, FakeRegistry, Reply, LAYER_GZIP, OCI_MANIFEST,
 };
-use common::{fails, ok, rdpull, snapshot_dirs, snapshots, stdout};
 use rdpull_testkit::{listing, Tar};
 
 fn pull(reg: &FakeRegistry, root: &std::path::Path, image: &str) -> std::process::Output {
@@ -97,7 +97,7 @@ fn wrong_blob_digest() {
         &FakeRegistry::blob_path("app", &p.layer_digests[0]),
         Reply::Body {
             content_type: "application/octet-stream".into(),
-            body: bad.clone(),
+            body: bad.clone().into(),
         },
     );
     let root = tempfile::tempdir().unwrap();
@@ -250,7 +250,7 @@ fn blob_missing_and_server_errors() {
     assert_eq!(
         e,
         format!(
-            "rdpull: error: layer 1/1 {d}: blob {d}: http://{a}/v2/app/blobs/{d}: HTTP 500 (UNKNOWN injected failure)",
+            "rdpull: error: layer 1/1 {d}: gave up after 5 attempts: blob {d}: http://{a}/v2/app/blobs/{d}: HTTP 500 (UNKNOWN injected failure)",
             d = p.layer_digests[0],
             a = reg.addr
         )
@@ -289,7 +289,7 @@ fn failure_keeps_committed_layers_and_the_retry_fetches_only_the_rest() {
         &top,
         Reply::Body {
             content_type: "application/octet-stream".into(),
-            body: p.blobs[2].clone(),
+            body: p.blobs[2].clone().into(),
         },
     );
     let before: Vec<usize> = p
@@ -382,7 +382,7 @@ fn killed_pull_leaves_nothing_committed_and_the_rerun_completes() {
         &path,
         Reply::Body {
             content_type: "application/octet-stream".into(),
-            body: p.blobs[0].clone(),
+            body: p.blobs[0].clone().into(),
         },
     );
     ok(pull(&reg, root.path(), "app:v1"));

@@ -2,8 +2,6 @@
 //! the testbed's `tree-manifest`, and an in-process registry that injects faults.
 #![allow(dead_code)]
 
-pub mod registry;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,61 +1,405 @@
-//! Blob downloads as streams of bytes, never buffered whole.
+//! Blob downloads: streams of bytes that survive the network, never buffered whole.
+//!
+//! A download runs as a task feeding a bounded channel. A failed request is retried with
+//! backoff; a body that breaks off is resumed with `Range: bytes=N-` from the first byte
+//! not yet delivered, so the consumer's streaming hash simply continues (a server that
+//! ignores `Range` sends the whole body again and the first N bytes are skipped). A large
+//! blob on a server that honours `Range` is split into chunks: the chunk the consumer
+//! needs next streams straight through, while up to `window - 1` following chunks are
+//! fetched into memory over extra connections, when the shared [`StreamBudget`] has
+//! spare ones.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use reqwest::{Response, StatusCode};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
-use crate::client::Registry;
+use crate::client::{http_error, Registry};
 use crate::error::FetchError;
 use crate::manifest::{parse_json, BlobDescriptor};
 
-/// The body of one blob, as it arrives. It ends after the server's last byte; checking the
-/// length and digest is the consumer's job (the bytes flow through a hasher anyway).
+/// The HTTP streams a pull may have open at once, shared by its layers and by the extra
+/// connections of chunked blobs. Layers take a stream slot in the order they ask for it
+/// (largest first, if the caller asks in that order); chunks only use slots left spare.
+#[derive(Clone)]
+pub struct StreamBudget(Arc<Semaphore>);
+
+impl StreamBudget {
+    pub fn new(streams: usize) -> StreamBudget {
+        StreamBudget(Arc::new(Semaphore::new(streams.max(1))))
+    }
+
+    async fn acquire(&self) -> OwnedSemaphorePermit {
+        self.0
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("budget semaphore is never closed")
+    }
+
+    fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
+}
+
+/// When and how to fetch one blob over several connections.
+#[derive(Clone, Debug)]
+pub struct ChunkPolicy {
+    /// Blobs smaller than this use one stream.
+    pub min_size: u64,
+    pub chunk_size: u64,
+    /// Chunks of one blob in flight at most (the streaming one included); memory per
+    /// blob is at most `(window - 1) * chunk_size`.
+    pub window: usize,
+}
+
+impl Default for ChunkPolicy {
+    fn default() -> Self {
+        ChunkPolicy {
+            min_size: 32 << 20,
+            chunk_size: 8 << 20,
+            window: 4,
+        }
+    }
+}
+
+/// Pieces between the download task and its consumer.
+const CHANNEL_CHUNKS: usize = 32;
+/// Largest piece sent down the channel: the channel bounds pieces, not bytes, so a
+/// prefetched chunk goes on in slices (which share its buffer, no copy).
+const MAX_PIECE: usize = 256 << 10;
+
+/// The body of one blob, in order, as it arrives. Ends after the blob's last byte, or
+/// with one error once retries are exhausted. Checking the content is the consumer's job.
 pub struct BlobStream {
-    inner: Pin<Box<dyn Stream<Item = Result<Bytes, FetchError>> + Send>>,
+    rx: mpsc::Receiver<Result<Bytes, FetchError>>,
 }
 
 impl Stream for BlobStream {
     type Item = Result<Bytes, FetchError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Aborts a prefetch when the download gives up or its consumer goes away.
+struct Prefetch(JoinHandle<Result<Bytes, FetchError>>);
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where a range fetch delivers bytes.
+enum Sink<'a> {
+    Channel(&'a mpsc::Sender<Result<Bytes, FetchError>>),
+    Buffer(BytesMut),
+}
+
+/// The consumer has gone: stop quietly.
+struct Gone;
+
+impl Sink<'_> {
+    async fn put(&mut self, b: Bytes) -> Result<(), Gone> {
+        match self {
+            Sink::Channel(tx) => tx.send(Ok(b)).await.map_err(|_| Gone),
+            Sink::Buffer(buf) => {
+                buf.extend_from_slice(&b);
+                Ok(())
+            }
+        }
+    }
+}
+
+enum Failure {
+    Fetch(FetchError),
+    Gone,
+}
+
+impl From<FetchError> for Failure {
+    fn from(e: FetchError) -> Self {
+        Failure::Fetch(e)
     }
 }
 
 impl Registry {
-    /// Start downloading `blob` from `repository`.
+    /// Start downloading `blob`. Waits for a stream slot from `budget`, makes the first
+    /// request (retrying it), then streams the body from a background task.
     pub async fn blob(
+        self: &Arc<Self>,
+        repository: &str,
+        blob: &BlobDescriptor,
+        budget: &StreamBudget,
+    ) -> Result<BlobStream, FetchError> {
+        let permit = budget.acquire().await;
+        let chunks = &self.options().chunks;
+        let chunked = blob.size >= chunks.min_size && chunks.window > 1 && chunks.chunk_size > 0;
+        let first_end = if chunked {
+            chunks.chunk_size.min(blob.size)
+        } else {
+            blob.size
+        };
+        let what = format!("blob {}", blob.digest);
+        let first = self
+            .retrying(&what, || self.open(repository, blob, 0, first_end, chunked))
+            .await?;
+        // A server that ignores Range answers 200 with the whole body: one stream then.
+        let chunked = chunked && first.status() == StatusCode::PARTIAL_CONTENT;
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let (reg, repo, blob, budget) = (
+            self.clone(),
+            repository.to_string(),
+            blob.clone(),
+            budget.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result = if chunked {
+                reg.chunked(&repo, &blob, first, &tx, &budget).await
+            } else {
+                reg.fetch_range(
+                    &repo,
+                    &blob,
+                    0,
+                    blob.size,
+                    Some(first),
+                    &mut Sink::Channel(&tx),
+                )
+                .await
+            };
+            if let Err(Failure::Fetch(e)) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(BlobStream { rx })
+    }
+
+    /// One request for bytes `[start, end)` of `blob`; `ranged` asks with `Range` even
+    /// from 0. Checks what the server says it sends.
+    async fn open(
         &self,
         repository: &str,
         blob: &BlobDescriptor,
-    ) -> Result<BlobStream, FetchError> {
+        start: u64,
+        end: u64,
+        ranged: bool,
+    ) -> Result<Response, FetchError> {
         let what = format!("blob {}", blob.digest);
         let path = format!("{repository}/blobs/{}", blob.digest);
-        let resp = self.get(&what, &path, repository, None).await?;
-        if let Some(len) = resp.content_length() {
+        let last = (end < blob.size).then(|| end - 1);
+        let range = (ranged || start > 0 || end < blob.size).then_some((start, last));
+        let resp = self
+            .get_range(&what, &path, repository, None, range)
+            .await?;
+        let bad = |why: String| FetchError::Blob {
+            digest: blob.digest.clone(),
+            why,
+        };
+        if resp.status() == StatusCode::PARTIAL_CONTENT {
+            let cr = resp
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let (s, total) =
+                parse_content_range(cr).ok_or_else(|| bad(format!("bad Content-Range {cr:?}")))?;
+            if s != start || total.is_some_and(|t| t != blob.size) {
+                return Err(bad(format!(
+                    "asked for bytes {start}-{}, got {cr:?}",
+                    end - 1
+                )));
+            }
+        } else if let Some(len) = resp.content_length() {
             if len != blob.size {
-                return Err(FetchError::Blob {
-                    digest: blob.digest.clone(),
-                    why: format!(
-                        "server announces {len} bytes, the descriptor says {}",
-                        blob.size
-                    ),
-                });
+                return Err(bad(format!(
+                    "server announces {len} bytes, the descriptor says {}",
+                    blob.size
+                )));
             }
         }
-        let digest = blob.digest.clone();
+        Ok(resp)
+    }
+
+    /// Deliver bytes `[start, end)` of `blob` to `sink`, resuming after failures from the
+    /// first byte not yet delivered. `first` is an already open response for `start`.
+    async fn fetch_range(
+        &self,
+        repository: &str,
+        blob: &BlobDescriptor,
+        start: u64,
+        end: u64,
+        mut first: Option<Response>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Failure> {
+        let policy = &self.options().retry;
+        let what = format!("blob {}", blob.digest);
+        let mut pos = start;
+        let mut failures = 0;
+        loop {
+            let (error, progressed) = match first.take() {
+                Some(r) => self.drain(r, blob, &mut pos, end, sink).await?,
+                None => match self.open(repository, blob, pos, end, false).await {
+                    Ok(r) => self.drain(r, blob, &mut pos, end, sink).await?,
+                    Err(e) => (Some(e), false),
+                },
+            };
+            let Some(error) = error else { return Ok(()) };
+            let Some(after) = error.retry() else {
+                return Err(error.into());
+            };
+            failures = if progressed { 1 } else { failures + 1 };
+            if failures >= policy.max_attempts {
+                return Err(FetchError::GaveUp {
+                    what,
+                    attempts: failures,
+                    last: Box::new(error),
+                }
+                .into());
+            }
+            tracing::debug!("{what}: resuming at byte {pos} after: {error}");
+            tokio::time::sleep(policy.delay(failures, after)).await;
+        }
+    }
+
+    /// Read one response body into `sink`, advancing `pos` (at most to `end`). Returns the
+    /// error that cut it short, if any, and whether any byte was delivered.
+    async fn drain(
+        &self,
+        mut resp: Response,
+        blob: &BlobDescriptor,
+        pos: &mut u64,
+        end: u64,
+        sink: &mut Sink<'_>,
+    ) -> Result<(Option<FetchError>, bool), Failure> {
+        // A 200 carries the blob from byte 0 whatever we asked for.
+        let mut at = if resp.status() == StatusCode::PARTIAL_CONTENT {
+            *pos
+        } else {
+            0
+        };
         let url = resp.url().to_string();
-        let inner = resp.bytes_stream().map(move |r| {
-            r.map_err(|e| FetchError::Blob {
-                digest: digest.clone(),
-                why: format!("{url}: {}", describe(&e)),
-            })
-        });
-        Ok(BlobStream {
-            inner: Box::pin(inner),
-        })
+        let mut progressed = false;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(mut b)) => {
+                    let len = b.len() as u64;
+                    if at + len <= *pos {
+                        at += len;
+                        continue;
+                    }
+                    if at < *pos {
+                        let _ = b.split_to((*pos - at) as usize);
+                        at = *pos;
+                    }
+                    let keep = (end - *pos).min(b.len() as u64) as usize;
+                    b.truncate(keep);
+                    at += b.len() as u64;
+                    *pos += b.len() as u64;
+                    if !b.is_empty() {
+                        progressed = true;
+                        sink.put(b).await.map_err(|Gone| Failure::Gone)?;
+                    }
+                    if *pos == end {
+                        return Ok((None, progressed));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Ok((
+                        Some(http_error(&format!("blob {}", blob.digest), &url, e)),
+                        progressed,
+                    ))
+                }
+            }
+        }
+        if *pos == end {
+            return Ok((None, progressed));
+        }
+        Ok((
+            Some(FetchError::Incomplete {
+                digest: blob.digest.clone(),
+                got: *pos,
+                want: end,
+            }),
+            progressed,
+        ))
+    }
+
+    /// Chunked download: the next chunk streams through; later ones are prefetched over
+    /// spare stream slots into memory, and handed on in order.
+    async fn chunked(
+        self: &Arc<Self>,
+        repository: &str,
+        blob: &BlobDescriptor,
+        first: Response,
+        tx: &mpsc::Sender<Result<Bytes, FetchError>>,
+        budget: &StreamBudget,
+    ) -> Result<(), Failure> {
+        let policy = self.options().chunks.clone();
+        let ranges: Vec<(u64, u64)> = (0..blob.size)
+            .step_by(policy.chunk_size as usize)
+            .map(|s| (s, (s + policy.chunk_size).min(blob.size)))
+            .collect();
+        let mut prefetched: VecDeque<(usize, Prefetch)> = VecDeque::new();
+        let mut next_prefetch = 1;
+        let mut first = Some(first);
+        for (k, &(start, end)) in ranges.iter().enumerate() {
+            while prefetched.len() + 1 < policy.window && next_prefetch < ranges.len() {
+                let Some(permit) = budget.try_acquire() else {
+                    break;
+                };
+                let (s, e) = ranges[next_prefetch];
+                let (reg, repo, b) = (self.clone(), repository.to_string(), blob.clone());
+                let handle = tokio::spawn(async move {
+                    let _permit = permit;
+                    let mut sink = Sink::Buffer(BytesMut::with_capacity((e - s) as usize));
+                    match reg.fetch_range(&repo, &b, s, e, None, &mut sink).await {
+                        Ok(()) => match sink {
+                            Sink::Buffer(buf) => Ok(buf.freeze()),
+                            Sink::Channel(_) => unreachable!(),
+                        },
+                        Err(Failure::Fetch(e)) => Err(e),
+                        Err(Failure::Gone) => unreachable!("a buffer never goes away"),
+                    }
+                });
+                prefetched.push_back((next_prefetch, Prefetch(handle)));
+                next_prefetch += 1;
+            }
+            if prefetched.front().is_some_and(|(i, _)| *i == k) {
+                let (_, mut p) = prefetched.pop_front().unwrap();
+                let bytes = (&mut p.0).await.map_err(|e| FetchError::Blob {
+                    digest: blob.digest.clone(),
+                    why: format!("chunk task: {e}"),
+                })??;
+                let mut bytes = bytes;
+                while !bytes.is_empty() {
+                    let piece = bytes.split_to(bytes.len().min(MAX_PIECE));
+                    tx.send(Ok(piece)).await.map_err(|_| Failure::Gone)?;
+                }
+            } else {
+                self.fetch_range(
+                    repository,
+                    blob,
+                    start,
+                    end,
+                    first.take(),
+                    &mut Sink::Channel(tx),
+                )
+                .await?;
+                if next_prefetch <= k {
+                    next_prefetch = k + 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Fetch a small blob (an image config) whole, verified against its descriptor.
@@ -71,32 +415,26 @@ impl Registry {
                 why: format!("{} bytes is more than the {limit}-byte limit", blob.size),
             });
         }
-        let mut s = self.blob(repository, blob).await?;
-        let mut buf = Vec::with_capacity(blob.size as usize);
-        while let Some(chunk) = s.next().await {
-            let chunk = chunk?;
-            if (buf.len() + chunk.len()) as u64 > blob.size {
-                return Err(FetchError::Blob {
-                    digest: blob.digest.clone(),
-                    why: format!("longer than its descriptor size {}", blob.size),
-                });
-            }
-            buf.extend_from_slice(&chunk);
-        }
         let what = format!("blob {}", blob.digest);
-        if buf.len() as u64 != blob.size {
-            return Err(FetchError::Verify {
-                what,
-                source: rdpull_verify::VerifyError::Size {
-                    expected: blob.size,
-                    actual: buf.len() as u64,
-                },
-            });
+        let mut sink = Sink::Buffer(BytesMut::with_capacity(blob.size as usize));
+        let first = self
+            .retrying(&what, || self.open(repository, blob, 0, blob.size, false))
+            .await?;
+        match self
+            .fetch_range(repository, blob, 0, blob.size, Some(first), &mut sink)
+            .await
+        {
+            Ok(()) => {}
+            Err(Failure::Fetch(e)) => return Err(e),
+            Err(Failure::Gone) => unreachable!("a buffer never goes away"),
         }
+        let Sink::Buffer(buf) = sink else {
+            unreachable!()
+        };
         blob.digest
             .verify(&buf)
             .map_err(|source| FetchError::Verify { what, source })?;
-        Ok(Bytes::from(buf))
+        Ok(buf.freeze())
     }
 
     /// Fetch and parse a JSON blob (the image config).
@@ -112,18 +450,29 @@ impl Registry {
     }
 }
 
-/// reqwest's Display hides the cause ("error decoding response body"); name it.
-fn describe(e: &reqwest::Error) -> String {
-    let mut s = if e.is_timeout() {
-        "stalled: no data within the stall timeout".to_string()
-    } else {
-        e.to_string()
+/// `bytes a-b/total` (total may be `*`): the start, and the total if known.
+fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let r = v.trim().strip_prefix("bytes ")?;
+    let (span, total) = r.split_once('/')?;
+    let (a, _b) = span.split_once('-')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
     };
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
+    Some((a.trim().parse().ok()?, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(
+            parse_content_range("bytes 0-99/1000"),
+            Some((0, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 100-199/*"), Some((100, None)));
+        assert_eq!(parse_content_range("items 0-1/2"), None);
     }
-    s
 }

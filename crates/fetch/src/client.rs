@@ -28,6 +28,52 @@ pub struct ClientOptions {
     pub stall_timeout: Duration,
     /// Idle connections kept per host (sized to the pull's parallelism).
     pub pool_size: usize,
+    /// Retries and backoff of requests and downloads.
+    pub retry: RetryPolicy,
+    /// Splitting large blobs over several connections.
+    pub chunks: crate::blob::ChunkPolicy,
+}
+
+/// How requests survive failures: bounded attempts with exponential backoff and jitter.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Failed attempts in a row (without progress, for a download) before giving up.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// The longest `Retry-After` honoured.
+    pub retry_after_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            retry_after_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (1-based): the server's `Retry-After` if
+    /// it gave one, else base·2^(attempt-1), capped, with ±50% jitter.
+    pub fn delay(&self, attempt: u32, retry_after: Option<u64>) -> Duration {
+        if let Some(s) = retry_after {
+            return Duration::from_secs(s).min(self.retry_after_max);
+        }
+        let exp = self
+            .backoff_base
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16));
+        // Jitter from the clock's nanoseconds: enough to keep clients apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.subsec_nanos())
+            .unwrap_or(0);
+        exp.min(self.backoff_max)
+            .mul_f64(0.5 + (nanos % 1000) as f64 / 1000.0)
+    }
 }
 
 impl Default for ClientOptions {
@@ -41,6 +87,8 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(30),
             pool_size: 16,
+            retry: RetryPolicy::default(),
+            chunks: crate::blob::ChunkPolicy::default(),
         }
     }
 }
@@ -110,6 +158,36 @@ impl Registry {
         Ok(reg)
     }
 
+    /// Run `op` until it succeeds, fails for good, or has failed `max_attempts` times.
+    pub(crate) async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, FetchError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, FetchError>>,
+    {
+        let policy = &self.options.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match op().await {
+                Ok(t) => return Ok(t),
+                Err(e) => match e.retry() {
+                    Some(after) if attempt < policy.max_attempts => {
+                        tracing::debug!("{what}: attempt {attempt} failed: {e}");
+                        tokio::time::sleep(policy.delay(attempt, after)).await;
+                    }
+                    Some(_) => {
+                        return Err(FetchError::GaveUp {
+                            what: what.to_string(),
+                            attempts: attempt,
+                            last: Box::new(e),
+                        })
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
+    }
+
     /// `GET /v2/`: 200, or 401 with a challenge we can answer later, means a v2 registry.
     async fn ping(&self) -> Result<(), FetchError> {
         let url = self.base.clone();
@@ -143,6 +221,18 @@ impl Registry {
         repository: &str,
         accept: Option<&str>,
     ) -> Result<Response, FetchError> {
+        self.get_range(what, path, repository, accept, None).await
+    }
+
+    /// [`Registry::get`] with an optional `Range: bytes=start-[end]` (end inclusive).
+    pub(crate) async fn get_range(
+        &self,
+        what: &str,
+        path: &str,
+        repository: &str,
+        accept: Option<&str>,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<Response, FetchError> {
         let url = format!("{}{}", self.base, path);
         let scope = format!("repository:{repository}:pull");
         let mut answered = false;
@@ -150,6 +240,10 @@ impl Registry {
             let mut req = self.http.get(&url);
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
+            }
+            if let Some((start, end)) = range {
+                let end = end.map(|e| e.to_string()).unwrap_or_default();
+                req = req.header(reqwest::header::RANGE, format!("bytes={start}-{end}"));
             }
             if let Some(h) = self.auth.lock().unwrap().get(&scope).cloned() {
                 req = req.header(AUTHORIZATION, h);
@@ -288,11 +382,17 @@ pub(crate) async fn status_error(
     status: StatusCode,
     resp: Response,
 ) -> FetchError {
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     FetchError::Status {
         what: what.to_string(),
         url: url.to_string(),
         status: status.as_u16(),
         detail: error_detail(resp).await,
+        retry_after,
     }
 }
 

@@ -8,7 +8,7 @@ pub enum FetchError {
     InvalidReference { reference: String, why: String },
     #[error("invalid platform {0:?}: want os/arch[/variant], e.g. linux/arm64/v8")]
     InvalidPlatform(String),
-    #[error("{what}: {url}: {source}")]
+    #[error("{what}: {url}: {}", describe(.source))]
     Http {
         what: String,
         url: String,
@@ -21,6 +21,8 @@ pub enum FetchError {
         url: String,
         status: u16,
         detail: String,
+        /// The server's `Retry-After`, in seconds.
+        retry_after: Option<u64>,
     },
     #[error("{what}: {url}: not authorized{detail}")]
     Unauthorized {
@@ -73,4 +75,52 @@ pub enum FetchError {
     Invalid { what: String, why: String },
     #[error("blob {digest}: {why}")]
     Blob { digest: Digest, why: String },
+    #[error("blob {digest}: body ended at byte {got} of {want}")]
+    Incomplete { digest: Digest, got: u64, want: u64 },
+    /// `last` names the object; `what` is kept for callers.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        what: String,
+        attempts: u32,
+        last: Box<FetchError>,
+    },
+}
+
+impl FetchError {
+    /// Worth another try (a network error or a status a server may not repeat), and the
+    /// wait the server asked for.
+    pub fn retry(&self) -> Option<Option<u64>> {
+        match self {
+            FetchError::Http { .. } => Some(None),
+            FetchError::Status {
+                status,
+                retry_after,
+                ..
+            } if *status >= 500 || *status == 429 || *status == 408 => Some(*retry_after),
+            FetchError::Incomplete { .. } => Some(None),
+            _ => None,
+        }
+    }
+}
+
+/// reqwest's own message hides the cause ("error decoding response body"); spell out the
+/// chain, and say plainly when a transfer stalled.
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = if e.is_timeout() && !e.is_connect() {
+        "stalled: no data within the stall timeout".to_string()
+    } else if e.is_timeout() {
+        "connect timed out".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = inner.source();
+    }
+    s
 }

@@ -16,8 +16,8 @@ mod platform;
 mod reference;
 
 pub use auth::{parse_challenges, Challenge, Credentials};
-pub use blob::BlobStream;
-pub use client::{ClientOptions, Registry};
+pub use blob::{BlobStream, ChunkPolicy, StreamBudget};
+pub use client::{ClientOptions, Registry, RetryPolicy};
 pub use error::FetchError;
 pub use manifest::{resolve, BlobDescriptor, ResolvedImage};
 pub use platform::Platform;

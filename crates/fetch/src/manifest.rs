@@ -138,7 +138,9 @@ async fn fetch_manifest(
         reference.manifest_reference()
     );
     let resp = reg
-        .get(&what, &path, reference.repository(), Some(ACCEPT))
+        .retrying(&what, || {
+            reg.get(&what, &path, reference.repository(), Some(ACCEPT))
+        })
         .await?;
     let limit = reg.options().max_manifest_size;
     let too_large = |size| FetchError::ManifestTooLarge {

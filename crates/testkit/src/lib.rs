@@ -1,5 +1,8 @@
 //! Test helpers for rdpull's crates: a raw tar writer that can write any name (hostile
-//! ones included, which well-behaved tar builders refuse) and a compact tree lister.
+//! ones included, which well-behaved tar builders refuse), a compact tree lister, and
+//! [`registry::FakeRegistry`], an in-process registry that misbehaves on request.
+
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

@@ -1,0 +1,486 @@
+//! A registry v2 server for tests, in-process and plain HTTP. It serves what the test put
+//! in it, honours `Range`, logs every request (path and headers) and the bytes it sent,
+//! and misbehaves on request: truncated bodies, injected statuses with `Retry-After`,
+//! ignored `Range`, stalls, redirects, Basic auth.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::Tar;
+
+/// One thing to do instead of serving a request normally.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Serve the response but close the connection after this many body bytes.
+    Truncate(usize),
+    /// Answer with this status (and `Retry-After` seconds, if given).
+    Status(u16, Option<u64>),
+    /// Send the headers and this many body bytes, then hang for a long time.
+    Stall(usize),
+    /// Sleep before answering (to reorder concurrent responses).
+    Delay(Duration),
+    /// Invalidate the current Bearer token first (so this request gets a 401).
+    ExpireToken,
+}
+
+#[derive(Clone)]
+pub enum Reply {
+    /// 200 (or 206 for a `Range` request) with a body and content type (shared, so
+    /// gigabyte bodies are not copied per request).
+    Body {
+        content_type: String,
+        body: Arc<[u8]>,
+    },
+    /// A status with a small JSON error body.
+    Status(u16),
+    /// Announce `body.len()` bytes, send the first `send` of them, then hang.
+    Stall { body: Vec<u8>, send: usize },
+    /// 307 to this URL.
+    Redirect(String),
+}
+
+/// One request as the server saw it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct State {
+    routes: HashMap<String, Reply>,
+    faults: HashMap<String, VecDeque<Fault>>,
+    hits: HashMap<String, usize>,
+    sent: HashMap<String, usize>,
+    log: Vec<Request>,
+    /// Paths served without `Range` support.
+    no_range: Vec<String>,
+    basic: Option<String>,
+    /// Bearer mode: the generation of the only token accepted.
+    bearer: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct FakeRegistry {
+    pub addr: String,
+    state: Arc<Mutex<State>>,
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// What `push` put into the registry.
+pub struct Pushed {
+    pub manifest: Vec<u8>,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layer_digests: Vec<String>,
+    pub diff_ids: Vec<String>,
+    pub blobs: Vec<Vec<u8>>,
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// `bytes=a-b` or `bytes=a-` against a body of `len` bytes: the half-open range.
+fn parse_range(h: &str, len: usize) -> Option<(usize, usize)> {
+    let r = h.strip_prefix("bytes=")?;
+    let (a, b) = r.split_once('-')?;
+    let a: usize = a.trim().parse().ok()?;
+    let b: usize = if b.trim().is_empty() {
+        len - 1
+    } else {
+        b.trim().parse().ok()?
+    };
+    (a <= b && a < len).then_some((a, (b + 1).min(len)))
+}
+
+impl Default for FakeRegistry {
+    fn default() -> Self {
+        FakeRegistry::start()
+    }
+}
+
+impl FakeRegistry {
+    pub fn start() -> FakeRegistry {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let reg = FakeRegistry {
+            addr: listener.local_addr().unwrap().to_string(),
+            state: Arc::default(),
+        };
+        let r = reg.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let r = r.clone();
+                std::thread::spawn(move || r.serve(conn));
+            }
+        });
+        reg
+    }
+
+    /// Require Basic auth `user:password` on every path (the challenge names realm "fake").
+    pub fn require_basic(&self, user_password: &str) {
+        use std::fmt::Write as _;
+        // base64 by hand: the testkit needs nothing else for it.
+        const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let b = user_password.as_bytes();
+        let mut out = String::new();
+        for c in b.chunks(3) {
+            let n = (c[0] as u32) << 16
+                | (*c.get(1).unwrap_or(&0) as u32) << 8
+                | *c.get(2).unwrap_or(&0) as u32;
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        let mut v = String::new();
+        write!(v, "Basic {out}").unwrap();
+        self.state.lock().unwrap().basic = Some(v);
+    }
+
+    /// Require Bearer tokens from this registry's own `/token` endpoint (anonymous). Only
+    /// the newest token is valid; [`Fault::ExpireToken`] issues a new generation.
+    pub fn require_bearer(&self) {
+        self.state.lock().unwrap().bearer = Some(1);
+    }
+
+    fn serve(&self, mut conn: TcpStream) {
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        let path = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .split('?')
+            .next()
+            .unwrap()
+            .to_string();
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let (reply, fault, ranged, authorized) = {
+            let mut st = self.state.lock().unwrap();
+            *st.hits.entry(path.clone()).or_default() += 1;
+            st.log.push(Request {
+                path: path.clone(),
+                headers: headers.clone(),
+            });
+            if let (Some(Fault::ExpireToken), Some(g)) =
+                (st.faults.get(&path).and_then(|q| q.front()), st.bearer)
+            {
+                st.bearer = Some(g + 1);
+                st.faults.get_mut(&path).unwrap().pop_front();
+            }
+            let authorized = st
+                .basic
+                .as_ref()
+                .is_none_or(|b| headers.get("authorization") == Some(b))
+                && st.bearer.is_none_or(|g| {
+                    path == "/token"
+                        || headers.get("authorization") == Some(&format!("Bearer tok-{g}"))
+                });
+            let bearer = st.bearer;
+            let reply = if path == "/token" {
+                let body = format!(
+                    r#"{{"token":"tok-{}","expires_in":300}}"#,
+                    bearer.unwrap_or(0)
+                );
+                Reply::Body {
+                    content_type: "application/json".into(),
+                    body: body.into_bytes().into(),
+                }
+            } else if path == "/v2/" {
+                Reply::Body {
+                    content_type: "application/json".into(),
+                    body: b"{}".to_vec().into(),
+                }
+            } else {
+                st.routes.get(&path).cloned().unwrap_or(Reply::Status(404))
+            };
+            let fault = st.faults.get_mut(&path).and_then(|q| q.pop_front());
+            let ranged = !st.no_range.contains(&path);
+            (reply, fault, ranged, authorized)
+        };
+        if !authorized {
+            let challenge = if self.state.lock().unwrap().bearer.is_some() {
+                format!(
+                    r#"Bearer realm="http://{}/token",service="fake""#,
+                    self.addr
+                )
+            } else {
+                r#"Basic realm="fake""#.to_string()
+            };
+            let _ = conn.write_all(
+                format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            return;
+        }
+        let mut truncate = None;
+        match fault {
+            Some(Fault::Status(code, retry_after)) => {
+                let ra = retry_after
+                    .map(|s| format!("Retry-After: {s}\r\n"))
+                    .unwrap_or_default();
+                let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}"#;
+                let _ = conn.write_all(
+                    format!("HTTP/1.1 {code} Injected\r\n{ra}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+                        .as_bytes(),
+                );
+                let _ = conn.write_all(body);
+                return;
+            }
+            Some(Fault::Stall(n)) => truncate = Some((n, true)),
+            Some(Fault::Truncate(n)) => truncate = Some((n, false)),
+            Some(Fault::Delay(d)) => std::thread::sleep(d),
+            Some(Fault::ExpireToken) | None => {}
+        }
+        let head = |status: &str, ct: &str, len: usize, extra: &str| {
+            format!("HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\n{extra}Connection: close\r\n\r\n")
+        };
+        match reply {
+            Reply::Body { content_type, body } => {
+                let (status, range, extra) = match headers
+                    .get("range")
+                    .and_then(|h| parse_range(h, body.len()))
+                {
+                    Some((a, b)) if ranged => (
+                        "206 Partial Content",
+                        a..b,
+                        format!("Content-Range: bytes {a}-{}/{}\r\n", b - 1, body.len()),
+                    ),
+                    _ => (
+                        "200 OK",
+                        0..body.len(),
+                        String::from(if ranged {
+                            "Accept-Ranges: bytes\r\n"
+                        } else {
+                            ""
+                        }),
+                    ),
+                };
+                let data = &body[range];
+                if conn
+                    .write_all(head(status, &content_type, data.len(), &extra).as_bytes())
+                    .is_err()
+                {
+                    return;
+                }
+                let n = truncate.map_or(data.len(), |(n, _)| n.min(data.len()));
+                if conn.write_all(&data[..n]).is_ok() {
+                    *self
+                        .state
+                        .lock()
+                        .unwrap()
+                        .sent
+                        .entry(path.clone())
+                        .or_default() += n;
+                }
+                if let Some((_, true)) = truncate {
+                    let _ = conn.flush();
+                    std::thread::sleep(Duration::from_secs(300));
+                }
+            }
+            Reply::Status(code) => {
+                let body = br#"{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}"#;
+                let _ = conn
+                    .write_all(
+                        head(
+                            &format!("{code} Injected"),
+                            "application/json",
+                            body.len(),
+                            "",
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|_| conn.write_all(body));
+            }
+            Reply::Stall { body, send } => {
+                let _ = conn.write_all(
+                    head("200 OK", "application/octet-stream", body.len(), "").as_bytes(),
+                );
+                let _ = conn.write_all(&body[..send]);
+                let _ = conn.flush();
+                std::thread::sleep(Duration::from_secs(300));
+            }
+            Reply::Redirect(to) => {
+                let _ = conn.write_all(
+                    head(
+                        "307 Temporary Redirect",
+                        "text/plain",
+                        0,
+                        &format!("Location: {to}\r\n"),
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+    }
+
+    pub fn set(&self, path: &str, reply: Reply) {
+        self.state
+            .lock()
+            .unwrap()
+            .routes
+            .insert(path.to_string(), reply);
+    }
+
+    /// Faults for the next requests to `path`, one each, in order.
+    pub fn faults(&self, path: &str, faults: Vec<Fault>) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .insert(path.to_string(), faults.into());
+    }
+
+    /// Serve `path` as if `Range` were unknown (always 200 and the whole body).
+    pub fn ignore_range(&self, path: &str) {
+        self.state.lock().unwrap().no_range.push(path.to_string());
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .hits
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Body bytes sent for `path`, over all requests.
+    pub fn sent(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .sent
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every request to `path`, in order.
+    pub fn requests(&self, path: &str) -> Vec<Request> {
+        self.state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    pub fn all_requests(&self) -> Vec<Request> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    pub fn blob_path(repo: &str, digest: &str) -> String {
+        format!("/v2/{repo}/blobs/{digest}")
+    }
+
+    pub fn put_blob(&self, repo: &str, data: &[u8]) -> String {
+        let d = sha256(data);
+        self.set(
+            &Self::blob_path(repo, &d),
+            Reply::Body {
+                content_type: "application/octet-stream".into(),
+                body: data.to_vec().into(),
+            },
+        );
+        d
+    }
+
+    pub fn put_manifest(&self, repo: &str, reference: &str, content_type: &str, body: &[u8]) {
+        self.set(
+            &format!("/v2/{repo}/manifests/{reference}"),
+            Reply::Body {
+                content_type: content_type.into(),
+                body: body.to_vec().into(),
+            },
+        );
+    }
+
+    /// Push an OCI image of gzip layers made from `tars`, tagged `tag`.
+    pub fn push(&self, repo: &str, tag: &str, tars: &[Vec<u8>]) -> Pushed {
+        let layers: Vec<(Vec<u8>, &str, String)> = tars
+            .iter()
+            .map(|t| (gzip(t), LAYER_GZIP, sha256(t)))
+            .collect();
+        self.push_layers(repo, tag, layers)
+    }
+
+    /// Push an OCI image of layer blobs as given: (blob, media type, DiffID).
+    pub fn push_layers(
+        &self,
+        repo: &str,
+        tag: &str,
+        layers: Vec<(Vec<u8>, &str, String)>,
+    ) -> Pushed {
+        let diff_ids: Vec<String> = layers.iter().map(|l| l.2.clone()).collect();
+        let layer_digests: Vec<String> = layers.iter().map(|l| self.put_blob(repo, &l.0)).collect();
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Env": ["PATH=/usr/bin:/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        let config_digest = self.put_blob(repo, &config);
+        let descriptors: Vec<serde_json::Value> = layers
+            .iter()
+            .zip(&layer_digests)
+            .map(|(l, d)| serde_json::json!({"mediaType": l.1, "digest": d, "size": l.0.len()}))
+            .collect();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": descriptors,
+        }))
+        .unwrap();
+        self.put_manifest(repo, tag, OCI_MANIFEST, &manifest);
+        let manifest_digest = sha256(&manifest);
+        self.put_manifest(repo, &manifest_digest, OCI_MANIFEST, &manifest);
+        let blobs = layers.into_iter().map(|l| l.0).collect();
+        Pushed {
+            manifest,
+            manifest_digest,
+            config_digest,
+            layer_digests,
+            diff_ids,
+            blobs,
+        }
+    }
+}
+
+/// A layer with one file.
+pub fn one_file_layer(name: &str, content: &[u8]) -> Vec<u8> {
+    Tar::default().file(name, content).finish()
+}
