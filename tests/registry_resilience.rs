@@ -350,3 +350,24 @@ fn memory_stays_bounded_for_a_multi_gib_blob() {
         bound >> 20
     );
 }
+
+/// A token about to expire is renewed before the request, not after a 401.
+#[test]
+fn tokens_are_renewed_before_they_expire() {
+    let reg = FakeRegistry::start();
+    // 5 s tokens: inside rdpull's 10 s renewal margin, so every later request renews.
+    reg.require_bearer_ttl(5);
+    let p = reg.push("app", "v1", &[Tar::default().file("a", b"1").finish()]);
+    let root = tempfile::tempdir().unwrap();
+    ok(pull(&reg, root.path(), "app:v1", &[]));
+    // The ping and the first request meet the challenge; renewals need no 401.
+    assert_eq!(reg.unauthorized(), 2);
+    let blob = reg.requests(&FakeRegistry::blob_path("app", &p.layer_digests[0]));
+    let token = blob[0].headers.get("authorization").unwrap();
+    assert!(reg.hits("/token") >= 2, "no renewal");
+    assert_eq!(
+        token,
+        &format!("Bearer tok-{}", reg.hits("/token")),
+        "the newest token is used"
+    );
+}

@@ -447,7 +447,7 @@ fn tls_basic_and_bearer_auth() {
     ]));
     assert_eq!(
         fails(pull(&["pull", "127.0.0.1:5443/debian:bookworm"])),
-        "rdpull: error: registry: https://127.0.0.1:5443/v2/: not authorized (Basic auth required: pass --user USER:PASSWORD)"
+        "rdpull: error: registry: https://127.0.0.1:5443/v2/: not authorized (Basic auth required: pass --user USER:PASSWORD or docker login)"
     );
     assert_eq!(
         fails(pull(&["--user", "rdpull:wrong", "pull", "127.0.0.1:5444/debian:bookworm"])),
@@ -468,5 +468,132 @@ fn tls_basic_and_bearer_auth() {
     ]);
     assert!(
         !stdout(&out).contains("rdpull:rdpull") && !common::stderr(&out).contains("rdpull:rdpull")
+    );
+}
+
+/// Credentials from the docker CLI's config: `auths` (base64 user:password) for Basic,
+/// a `credHelpers` program for Bearer, an `identitytoken` through the OAuth2 POST
+/// `refresh_token` grant. The secrets never show in rdpull's output.
+#[test]
+fn docker_config_credentials() {
+    setup();
+    let ca = testbed_dir().join("ca.pem");
+    let t = tempfile::tempdir().unwrap();
+    let cfg = t.path().join("docker");
+    std::fs::create_dir(&cfg).unwrap();
+    let run = |root: &str, image: &str, path_dir: Option<&Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rdpull"));
+        c.args([
+            "--root",
+            t.path().join(root).to_str().unwrap(),
+            "--tls-ca",
+            ca.to_str().unwrap(),
+        ])
+        .args(["pull", image])
+        .env("DOCKER_CONFIG", &cfg);
+        if let Some(d) = path_dir {
+            c.env(
+                "PATH",
+                format!("{}:{}", d.display(), std::env::var("PATH").unwrap()),
+            );
+        }
+        c.output().unwrap()
+    };
+    let token_log =
+        || std::fs::read_to_string(testbed_dir().join("registry/tokenserver.log")).unwrap();
+    let secret_free = |o: &std::process::Output, secret: &str| {
+        assert!(
+            !stdout(o).contains(secret) && !common::stderr(o).contains(secret),
+            "secret in output"
+        );
+    };
+
+    // auths: Basic on :5443.
+    std::fs::write(
+        cfg.join("config.json"),
+        r#"{"auths":{"https://127.0.0.1:5443":{"auth":"cmRwdWxsOnJkcHVsbA=="}}}"#,
+    )
+    .unwrap();
+    let o = run("a", "127.0.0.1:5443/debian:bookworm", None);
+    secret_free(&ok(o), "cmRwdWxsOnJkcHVsbA==");
+
+    // credHelpers: a helper that records what it was asked and answers for :5444.
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let asked = t.path().join("asked");
+    let helper = bin.join("docker-credential-rdpulltest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\ncat > {}\necho '{{\"ServerURL\":\"x\",\"Username\":\"rdpull\",\"Secret\":\"'\"${{HELPER_SECRET:-rdpull}}\"'\"}}'\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        cfg.join("config.json"),
+        r#"{"credHelpers":{"127.0.0.1:5444":"rdpulltest"}}"#,
+    )
+    .unwrap();
+    let before = token_log().lines().count();
+    ok(run("b", "127.0.0.1:5444/multi:latest", Some(&bin)));
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), "127.0.0.1:5444");
+    let issued: Vec<String> = token_log().lines().skip(before).map(String::from).collect();
+    assert!(
+        issued
+            .iter()
+            .any(|l| l.contains("\"via\": \"GET\"") && l.contains("\"authed\": true")),
+        "{issued:?}"
+    );
+    // A rejected secret from a helper: one clear line, and the secret is not in it.
+    let o = {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rdpull"));
+        c.args([
+            "--root",
+            t.path().join("c").to_str().unwrap(),
+            "--tls-ca",
+            ca.to_str().unwrap(),
+        ])
+        .args(["pull", "127.0.0.1:5444/multi:latest"])
+        .env("DOCKER_CONFIG", &cfg)
+        .env("HELPER_SECRET", "s3cret-wrong")
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        );
+        c.output().unwrap()
+    };
+    secret_free(&o, "s3cret-wrong");
+    assert_eq!(
+        fails(o),
+        "rdpull: error: token request to https://127.0.0.1:5445/token: HTTP 401 (credentials rejected)"
+    );
+
+    // identitytoken: get a refresh token as `docker login` would, then pull with it.
+    let refresh = {
+        let o = Command::new("curl")
+            .args(["-sf", "--cacert", ca.to_str().unwrap(), "-d", "grant_type=password&username=rdpull&password=rdpull&service=rdpull-testbed-registry&client_id=test"])
+            .arg("https://127.0.0.1:5445/token")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("token server answer");
+        v["refresh_token"].as_str().unwrap().to_string()
+    };
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"auths":{{"127.0.0.1:5444":{{"auth":"","identitytoken":"{refresh}"}}}}}}"#),
+    )
+    .unwrap();
+    let before = token_log().lines().count();
+    let o = run("d", "127.0.0.1:5444/debian:bookworm", None);
+    secret_free(&ok(o), &refresh);
+    let issued: Vec<String> = token_log().lines().skip(before).map(String::from).collect();
+    assert!(
+        issued
+            .iter()
+            .any(|l| l.contains("\"via\": \"POST-refresh\"")),
+        "{issued:?}"
     );
 }

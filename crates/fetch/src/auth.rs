@@ -6,11 +6,19 @@ use std::fmt;
 
 use base64::Engine as _;
 
-/// A user name and password (or token) for a registry. `Debug` hides the secret.
+/// What a user authenticates with: a password, or an identity (refresh) token as
+/// `docker login` stores for OAuth2 registries.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Password(String),
+    IdentityToken(String),
+}
+
+/// A user's credentials for a registry. `Debug` hides the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
-    pub password: String,
+    pub secret: Secret,
 }
 
 impl Credentials {
@@ -19,16 +27,30 @@ impl Credentials {
         let (u, p) = s.split_once(':')?;
         Some(Credentials {
             username: u.to_string(),
-            password: p.to_string(),
+            secret: Secret::Password(p.to_string()),
         })
     }
 
-    pub fn basic_header(&self) -> String {
-        let raw = format!("{}:{}", self.username, self.password);
-        format!(
+    /// `Authorization: Basic …`, for password credentials.
+    pub fn basic_header(&self) -> Option<String> {
+        let Secret::Password(p) = &self.secret else {
+            return None;
+        };
+        let raw = format!("{}:{p}", self.username);
+        Some(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        ))
+    }
+}
+
+/// Never prints the secret itself.
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Password(_) => f.write_str("Password(***)"),
+            Secret::IdentityToken(_) => f.write_str("IdentityToken(***)"),
+        }
     }
 }
 
@@ -119,13 +141,16 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
     out
 }
 
-/// The body of a token endpoint's answer.
+/// The body of a token endpoint's answer (GET or OAuth2 POST).
 #[derive(serde::Deserialize)]
 pub(crate) struct TokenResponse {
     #[serde(default)]
     pub token: Option<String>,
     #[serde(default)]
     pub access_token: Option<String>,
+    /// Seconds; the token spec's default is 60.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
 }
 
 #[cfg(test)]
@@ -161,7 +186,7 @@ mod tests {
     fn credentials_hide_password() {
         let c = Credentials::parse("rdpull:s3cret").unwrap();
         assert_eq!(format!("{c:?}"), "Credentials(rdpull:***)");
-        assert_eq!(c.basic_header(), "Basic cmRwdWxsOnMzY3JldA==");
+        assert_eq!(c.basic_header().unwrap(), "Basic cmRwdWxsOnMzY3JldA==");
         assert!(Credentials::parse("nocolon").is_none());
     }
 }

@@ -3,12 +3,22 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 
-use crate::auth::{parse_challenges, Challenge, Credentials, TokenResponse};
+use crate::auth::{parse_challenges, Challenge, Credentials, Secret, TokenResponse};
+
+/// Tokens are renewed this long before they expire, so none expires in flight.
+const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(10);
+
+/// An `Authorization` value and, for a Bearer token, when it expires.
+#[derive(Clone)]
+struct CachedAuth {
+    header: HeaderValue,
+    expires: Option<Instant>,
+}
 use crate::error::FetchError;
 use crate::reference::Reference;
 
@@ -19,6 +29,9 @@ pub struct ClientOptions {
     /// does not speak TLS falls back to HTTP (Docker treats 127.0.0.0/8 as insecure too).
     pub plain_http: bool,
     pub credentials: Option<Credentials>,
+    /// Where the docker CLI's config.json is looked up for credentials when none are
+    /// given (default: `$DOCKER_CONFIG`, else `~/.docker`).
+    pub docker_config: Option<std::path::PathBuf>,
     /// PEM file of extra CA certificates to trust, besides the system's.
     pub tls_ca: Option<std::path::PathBuf>,
     /// Manifests and indexes larger than this are refused before they are buffered.
@@ -82,6 +95,7 @@ impl Default for ClientOptions {
             plain_http: false,
             credentials: None,
             tls_ca: None,
+            docker_config: None,
             // containerd's limit too: no real manifest comes near it.
             max_manifest_size: 4 << 20,
             connect_timeout: Duration::from_secs(30),
@@ -99,15 +113,24 @@ pub struct Registry {
     base: String,
     options: ClientOptions,
     /// `Authorization` header per scope (`repository:NAME:pull`); "" for registry-wide.
-    auth: Mutex<HashMap<String, HeaderValue>>,
+    auth: Mutex<HashMap<String, CachedAuth>>,
+    /// The last Bearer challenge, to renew tokens before they expire.
+    challenge: Mutex<Option<Challenge>>,
 }
 
 impl Registry {
     /// Connect to the registry that serves `reference`: choose the scheme and ping `/v2/`.
     pub async fn connect(
         reference: &Reference,
-        options: ClientOptions,
+        mut options: ClientOptions,
     ) -> Result<Registry, FetchError> {
+        if options.credentials.is_none() {
+            options.credentials = crate::docker_config::lookup(
+                options.docker_config.as_deref(),
+                reference.registry(),
+            )
+            .await?;
+        }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.stall_timeout)
@@ -143,6 +166,7 @@ impl Registry {
             },
             options,
             auth: Mutex::new(HashMap::new()),
+            challenge: Mutex::new(None),
         };
         match reg.ping().await {
             Err(tls_error @ FetchError::Http { .. })
@@ -245,7 +269,7 @@ impl Registry {
                 let end = end.map(|e| e.to_string()).unwrap_or_default();
                 req = req.header(reqwest::header::RANGE, format!("bytes={start}-{end}"));
             }
-            if let Some(h) = self.auth.lock().unwrap().get(&scope).cloned() {
+            if let Some(h) = self.authorization(&scope).await? {
                 req = req.header(AUTHORIZATION, h);
             }
             let resp = req.send().await.map_err(|e| http_error(what, &url, e))?;
@@ -261,8 +285,8 @@ impl Registry {
                     .filter_map(|v| v.to_str().ok())
                     .flat_map(parse_challenges)
                     .collect::<Vec<_>>();
-                let header = self.answer(&challenges, &scope).await?;
-                self.auth.lock().unwrap().insert(scope.clone(), header);
+                let cached = self.answer(&challenges, &scope).await?;
+                self.auth.lock().unwrap().insert(scope.clone(), cached);
                 answered = true;
                 continue;
             }
@@ -280,23 +304,55 @@ impl Registry {
 
     /// Turn a challenge into an `Authorization` header: Bearer through the token
     /// endpoint (anonymously unless we have credentials), Basic with credentials.
+    /// The `Authorization` for `scope`: the cached one, renewed first when its token is
+    /// about to expire.
+    async fn authorization(&self, scope: &str) -> Result<Option<HeaderValue>, FetchError> {
+        let cached = self.auth.lock().unwrap().get(scope).cloned();
+        let Some(cached) = cached else {
+            return Ok(None);
+        };
+        let expiring = cached
+            .expires
+            .is_some_and(|t| t <= Instant::now() + TOKEN_RENEW_MARGIN);
+        let challenge = self.challenge.lock().unwrap().clone();
+        match (expiring, challenge) {
+            (true, Some(c)) => {
+                let renewed = self.bearer(&c, scope).await?;
+                let header = renewed.header.clone();
+                self.auth.lock().unwrap().insert(scope.to_string(), renewed);
+                Ok(Some(header))
+            }
+            _ => Ok(Some(cached.header)),
+        }
+    }
+
+    /// Turn a challenge into an `Authorization`: Bearer through the token endpoint
+    /// (anonymously unless we have credentials), Basic with a password.
     async fn answer(
         &self,
         challenges: &[Challenge],
         scope: &str,
-    ) -> Result<HeaderValue, FetchError> {
+    ) -> Result<CachedAuth, FetchError> {
         if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
-            let token = self.fetch_token(c, scope).await?;
-            return header_value(&format!("Bearer {token}"));
+            *self.challenge.lock().unwrap() = Some(c.clone());
+            return self.bearer(c, scope).await;
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
-            if let Some(cred) = &self.options.credentials {
-                return header_value(&cred.basic_header());
+            if let Some(h) = self
+                .options
+                .credentials
+                .as_ref()
+                .and_then(|c| c.basic_header())
+            {
+                return Ok(CachedAuth {
+                    header: header_value(&h)?,
+                    expires: None,
+                });
             }
             return Err(FetchError::Unauthorized {
                 what: "registry".into(),
                 url: self.base.clone(),
-                detail: " (Basic auth required: pass --user USER:PASSWORD)".into(),
+                detail: " (Basic auth required: pass --user USER:PASSWORD or docker login)".into(),
             });
         }
         Err(FetchError::Unauthorized {
@@ -306,34 +362,73 @@ impl Registry {
         })
     }
 
-    async fn fetch_token(&self, c: &Challenge, scope: &str) -> Result<String, FetchError> {
+    async fn bearer(&self, c: &Challenge, scope: &str) -> Result<CachedAuth, FetchError> {
+        let (token, expires_in) = self.fetch_token(c, scope).await?;
+        Ok(CachedAuth {
+            header: header_value(&format!("Bearer {token}"))?,
+            // The token spec: without expires_in, a token lives 60 s.
+            expires: Some(Instant::now() + Duration::from_secs(expires_in.unwrap_or(60))),
+        })
+    }
+
+    /// A token from the challenge's realm: an OAuth2 POST (`refresh_token` grant) for an
+    /// identity token, else a GET, with Basic credentials if we have a password.
+    async fn fetch_token(
+        &self,
+        c: &Challenge,
+        scope: &str,
+    ) -> Result<(String, Option<u64>), FetchError> {
         let realm = c.param("realm").ok_or_else(|| FetchError::Token {
             realm: "(none)".into(),
             why: "Bearer challenge without realm".into(),
         })?;
-        let mut url = url::Url::parse(realm).map_err(|e| FetchError::Token {
-            realm: realm.to_string(),
-            why: format!("invalid realm URL: {e}"),
-        })?;
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = c.param("service") {
-                q.append_pair("service", s);
-            }
-            q.append_pair("scope", c.param("scope").unwrap_or(scope));
-        }
-        let mut req = self.http.get(url.as_str());
-        if let Some(cred) = &self.options.credentials {
-            req = req.header(AUTHORIZATION, cred.basic_header());
-        }
         let terr = |why: String| FetchError::Token {
             realm: realm.to_string(),
             why,
         };
-        let resp = req.send().await.map_err(|e| terr(e.to_string()))?;
+        let mut url =
+            url::Url::parse(realm).map_err(|e| terr(format!("invalid realm URL: {e}")))?;
+        let scope = c.param("scope").unwrap_or(scope);
+        let creds = self.options.credentials.as_ref();
+        let req = match creds.map(|c| &c.secret) {
+            Some(Secret::IdentityToken(t)) => {
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                form.append_pair("grant_type", "refresh_token")
+                    .append_pair("refresh_token", t)
+                    .append_pair("client_id", "rdpull")
+                    .append_pair("scope", scope);
+                if let Some(s) = c.param("service") {
+                    form.append_pair("service", s);
+                }
+                self.http
+                    .post(url.as_str())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form.finish())
+            }
+            _ => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(s) = c.param("service") {
+                        q.append_pair("service", s);
+                    }
+                    q.append_pair("scope", scope);
+                }
+                let mut req = self.http.get(url.as_str());
+                if let Some(h) = creds.and_then(|c| c.basic_header()) {
+                    req = req.header(AUTHORIZATION, header_value(&h)?);
+                }
+                req
+            }
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| terr(e.without_url().to_string()))?;
         if !resp.status().is_success() {
-            let rejected =
-                resp.status() == StatusCode::UNAUTHORIZED && self.options.credentials.is_some();
+            let rejected = resp.status() == StatusCode::UNAUTHORIZED && creds.is_some();
             let note = if rejected {
                 " (credentials rejected)"
             } else {
@@ -341,13 +436,19 @@ impl Registry {
             };
             return Err(terr(format!("HTTP {}{note}", resp.status().as_u16())));
         }
-        let body = resp.bytes().await.map_err(|e| terr(e.to_string()))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| terr(e.without_url().to_string()))?;
+        // serde's message would not quote the token, but say nothing of the body anyway.
         let t: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| terr(format!("invalid JSON: {e}")))?;
-        t.token
+            serde_json::from_slice(&body).map_err(|_| terr("answer is not token JSON".into()))?;
+        let token = t
+            .token
             .filter(|t| !t.is_empty())
             .or(t.access_token)
-            .ok_or_else(|| terr("answer has no token".into()))
+            .ok_or_else(|| terr("answer has no token".into()))?;
+        Ok((token, t.expires_in))
     }
 }
 

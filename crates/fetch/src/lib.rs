@@ -10,12 +10,13 @@
 mod auth;
 mod blob;
 mod client;
+pub mod docker_config;
 mod error;
 pub mod manifest;
 mod platform;
 mod reference;
 
-pub use auth::{parse_challenges, Challenge, Credentials};
+pub use auth::{parse_challenges, Challenge, Credentials, Secret};
 pub use blob::{BlobStream, ChunkPolicy, StreamBudget};
 pub use client::{ClientOptions, Registry, RetryPolicy};
 pub use error::FetchError;

@@ -64,6 +64,12 @@ struct State {
     basic: Option<String>,
     /// Bearer mode: the generation of the only token accepted.
     bearer: Option<u64>,
+    /// Tokens issued so far (the newest is `tok-<issued>`).
+    issued: u64,
+    /// `expires_in` of issued tokens.
+    token_ttl: u64,
+    /// 401 answers given.
+    unauthorized: usize,
 }
 
 #[derive(Clone)]
@@ -158,7 +164,19 @@ impl FakeRegistry {
     /// Require Bearer tokens from this registry's own `/token` endpoint (anonymous). Only
     /// the newest token is valid; [`Fault::ExpireToken`] issues a new generation.
     pub fn require_bearer(&self) {
-        self.state.lock().unwrap().bearer = Some(1);
+        self.require_bearer_ttl(300);
+    }
+
+    /// [`FakeRegistry::require_bearer`] with tokens that say they live `ttl` seconds.
+    pub fn require_bearer_ttl(&self, ttl: u64) {
+        let mut st = self.state.lock().unwrap();
+        st.bearer = Some(1);
+        st.token_ttl = ttl;
+    }
+
+    /// How many requests were answered 401.
+    pub fn unauthorized(&self) -> usize {
+        self.state.lock().unwrap().unauthorized
     }
 
     fn serve(&self, mut conn: TcpStream) {
@@ -192,10 +210,10 @@ impl FakeRegistry {
                 path: path.clone(),
                 headers: headers.clone(),
             });
-            if let (Some(Fault::ExpireToken), Some(g)) =
+            if let (Some(Fault::ExpireToken), Some(_)) =
                 (st.faults.get(&path).and_then(|q| q.front()), st.bearer)
             {
-                st.bearer = Some(g + 1);
+                st.bearer = Some(st.issued + 1);
                 st.faults.get_mut(&path).unwrap().pop_front();
             }
             let authorized = st
@@ -206,10 +224,19 @@ impl FakeRegistry {
                     path == "/token"
                         || headers.get("authorization") == Some(&format!("Bearer tok-{g}"))
                 });
+            if path == "/token" && st.bearer.is_some() {
+                // Every token request gets a new token; only the newest is accepted.
+                st.issued += 1;
+                st.bearer = Some(st.issued);
+            }
+            if !authorized {
+                st.unauthorized += 1;
+            }
             let bearer = st.bearer;
+            let ttl = st.token_ttl;
             let reply = if path == "/token" {
                 let body = format!(
-                    r#"{{"token":"tok-{}","expires_in":300}}"#,
+                    r#"{{"token":"tok-{}","expires_in":{ttl}}}"#,
                     bearer.unwrap_or(0)
                 );
                 Reply::Body {
