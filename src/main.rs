@@ -41,6 +41,9 @@ const VALUE_OPTIONS: &[&str] = &[
     "--chunked-min-size",
     "--chunk-size",
     "--chunk-window",
+    "--hosts-dir",
+    "--tls-cert",
+    "--tls-key",
 ];
 const COMMANDS: &[&str] = &["pull", "unpack", "images", "help"];
 
@@ -88,6 +91,19 @@ struct Global {
     /// Talk plain HTTP to the registry.
     #[arg(long, global = true)]
     plain_http: bool,
+    /// containerd hosts directory: <DIR>/<registry>/hosts.toml lists mirrors and per-host
+    /// TLS (docs/hosts.md in containerd).
+    #[arg(long, global = true, default_value = "/etc/containerd/certs.d")]
+    hosts_dir: PathBuf,
+    /// Client certificate (PEM) for registries that require one.
+    #[arg(long, global = true)]
+    tls_cert: Option<PathBuf>,
+    /// Key of --tls-cert, if not in the same file.
+    #[arg(long, global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Accept any registry certificate. Dangerous: anyone on the path can serve a tag.
+    #[arg(long, global = true)]
+    insecure_skip_tls_verify: bool,
     /// Extra CA certificates (PEM) to trust for registry TLS.
     #[arg(long, global = true)]
     tls_ca: Option<PathBuf>,
@@ -214,6 +230,12 @@ fn pull_options(g: &Global) -> Result<pull::PullOptions, BoxError> {
         Some(p) => p.parse()?,
         None => Platform::host(),
     };
+    if g.insecure_skip_tls_verify {
+        eprintln!(
+            "rdpull: WARNING: TLS certificate verification is OFF (--insecure-skip-tls-verify): \
+             anyone between you and the registry can impersonate it and serve other images for a tag"
+        );
+    }
     let credentials = match &g.user {
         Some(u) => Some(Credentials::parse(u).ok_or("--user wants USER:PASSWORD")?),
         None => None,
@@ -226,6 +248,9 @@ fn pull_options(g: &Global) -> Result<pull::PullOptions, BoxError> {
             plain_http: g.plain_http,
             credentials,
             tls_ca: g.tls_ca.clone(),
+            tls_client: g.tls_cert.clone().map(|c| (c, g.tls_key.clone())),
+            insecure_skip_verify: g.insecure_skip_tls_verify,
+            hosts_dir: Some(g.hosts_dir.clone()),
             chunks: ChunkPolicy {
                 min_size: g.chunked_min_size,
                 chunk_size: g.chunk_size.max(1),

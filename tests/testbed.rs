@@ -40,6 +40,14 @@ fn setup() {
             "evil",
             "edge",
         ]);
+        // The pull-through cache (:5446) and the client-certificate registry (:5447).
+        let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-extra");
+        let st = Command::new("bash")
+            .arg(extra)
+            .env("RDPULL_TESTBED", testbed())
+            .status()
+            .unwrap();
+        assert!(st.success(), "scripts/testbed-extra failed");
     });
 }
 
@@ -595,5 +603,197 @@ fn docker_config_credentials() {
             .iter()
             .any(|l| l.contains("\"via\": \"POST-refresh\"")),
         "{issued:?}"
+    );
+}
+
+/// A hosts directory with one `hosts.toml` for `registry`.
+fn hosts_dir(t: &Path, registry: &str, toml: &str) -> std::path::PathBuf {
+    let d = t.join("hosts");
+    std::fs::create_dir_all(d.join(registry)).unwrap();
+    std::fs::write(d.join(registry).join("hosts.toml"), toml).unwrap();
+    d
+}
+
+/// Access-log lines of a registry log after the first `from`.
+fn log_since(log: &Path, from: usize) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .skip(from)
+        .map(String::from)
+        .collect()
+}
+
+/// A mirror from hosts.toml: a real pull-through cache (docker-registry proxy) in front of
+/// the testbed registry. The upstream sees the image only through the mirror; a dead
+/// mirror falls back to the server.
+#[test]
+fn hosts_toml_mirror_and_fallback() {
+    setup();
+    // A repository no other test touches, so the logs can be attributed.
+    let st = Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .args([
+            &format!("docker://{REG}/multi:latest"),
+            &format!("docker://{REG}/mirrortest/multi:latest"),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t = tempfile::tempdir().unwrap();
+    let upstream = testbed_dir().join("registry/http.log");
+    let mirror = testbed_dir().join("extra/mirror.log");
+    let hosts = hosts_dir(
+        t.path(),
+        REG,
+        "server = \"http://127.0.0.1:5000\"\n[host.\"http://127.0.0.1:5446\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+    );
+    let (u0, m0) = (log_since(&upstream, 0).len(), log_since(&mirror, 0).len());
+    let dir = t.path().join("rootfs");
+    let image = format!("{REG}/mirrortest/multi:latest");
+    ok(rdpull(
+        &t.path().join("a"),
+        &[
+            "--hosts-dir",
+            hosts.to_str().unwrap(),
+            "unpack",
+            &image,
+            dir.to_str().unwrap(),
+        ],
+    ));
+    assert_same(
+        &tree_manifest(&dir),
+        &expected("multi_latest"),
+        "multi via the mirror",
+    );
+    let ours = |l: &String| l.contains("/v2/mirrortest/") && l.contains("\"rdpull/");
+    let at_mirror: Vec<String> = log_since(&mirror, m0).into_iter().filter(ours).collect();
+    assert!(
+        at_mirror
+            .iter()
+            .any(|l| l.contains("GET /v2/mirrortest/multi/manifests/latest?ns=127.0.0.1%3A5000")),
+        "{at_mirror:?}"
+    );
+    assert!(at_mirror
+        .iter()
+        .any(|l| l.contains("GET /v2/mirrortest/multi/blobs/sha256:")));
+    assert_eq!(
+        log_since(&upstream, u0).iter().filter(|l| ours(l)).count(),
+        0,
+        "rdpull went around the mirror"
+    );
+    assert!(
+        log_since(&upstream, u0)
+            .iter()
+            .any(|l| l.contains("/v2/mirrortest/multi/")),
+        "the cache did not fetch from the upstream"
+    );
+
+    // A dead mirror first: the server answers instead.
+    let t2 = tempfile::tempdir().unwrap();
+    let hosts = hosts_dir(
+        t2.path(),
+        REG,
+        "server = \"http://127.0.0.1:5000\"\n[host.\"http://127.0.0.1:1\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+    );
+    let u1 = log_since(&upstream, 0).len();
+    ok(rdpull(
+        &t2.path().join("b"),
+        &["--hosts-dir", hosts.to_str().unwrap(), "pull", &image],
+    ));
+    assert!(
+        log_since(&upstream, u1).iter().any(ours),
+        "the server was not used after the dead mirror"
+    );
+}
+
+/// TLS settings from hosts.toml (`ca`, `client`) and from flags (`--tls-cert`), against
+/// the testbed's Basic-auth registry and a registry that requires client certificates;
+/// `--insecure-skip-tls-verify` works and warns.
+#[test]
+fn tls_from_hosts_toml_client_certificates_and_skip_verify() {
+    setup();
+    let tb = testbed_dir();
+    let ca = tb.join("ca.pem");
+    let (cert, key) = (tb.join("extra/client.pem"), tb.join("extra/client-key.pem"));
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    let hosts = hosts_dir(
+        t.path(),
+        "127.0.0.1:5443",
+        &format!(
+            "server = \"https://127.0.0.1:5443\"\nca = \"{}\"\n",
+            ca.display()
+        ),
+    );
+    let h = hosts.to_str().unwrap();
+    ok(rdpull(
+        &root,
+        &[
+            "--hosts-dir",
+            h,
+            "--user",
+            "rdpull:rdpull",
+            "pull",
+            "127.0.0.1:5443/debian:bookworm",
+        ],
+    ));
+    // Client certificate by flags, then by hosts.toml.
+    let image = "127.0.0.1:5447/debian:bookworm";
+    let e = fails(rdpull(
+        &root,
+        &["--tls-ca", ca.to_str().unwrap(), "pull", image],
+    ));
+    assert!(
+        e.starts_with("rdpull: error: registry ping: https://127.0.0.1:5447/v2/: "),
+        "{e}"
+    );
+    let (ca_s, cert_s, key_s) = (
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+    ok(rdpull(
+        &root,
+        &[
+            "--tls-ca",
+            ca_s,
+            "--tls-cert",
+            cert_s,
+            "--tls-key",
+            key_s,
+            "pull",
+            image,
+        ],
+    ));
+    let hosts = hosts_dir(
+        &t.path().join("h2"),
+        "127.0.0.1:5447",
+        &format!("server = \"https://127.0.0.1:5447\"\nca = \"{ca_s}\"\nclient = [[\"{cert_s}\", \"{key_s}\"]]\n"),
+    );
+    ok(rdpull(
+        &t.path().join("store2"),
+        &["--hosts-dir", hosts.to_str().unwrap(), "pull", image],
+    ));
+    // No CA at all, but verification off: works, and says loudly what that means.
+    let o = ok(rdpull(
+        &t.path().join("store3"),
+        &[
+            "--insecure-skip-tls-verify",
+            "--user",
+            "rdpull:rdpull",
+            "pull",
+            "127.0.0.1:5443/multi:latest",
+        ],
+    ));
+    assert!(
+        common::stderr(&o).contains("WARNING: TLS certificate verification is OFF"),
+        "{}",
+        common::stderr(&o)
     );
 }

@@ -23,7 +23,7 @@ pub fn rdpull(root: &Path, args: &[&str]) -> Output {
         .arg("--root")
         .arg(root)
         .args(args)
-                .env_remove("RDPULL_ROOT")
+        .env_remove("RDPULL_ROOT")
         // No credentials from whatever docker config the machine has.
         .env("DOCKER_CONFIG", "/nonexistent/rdpull-tests")
         .output()

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::client::{http_error, Registry};
+use crate::endpoint::Capability;
 use crate::error::FetchError;
 use crate::manifest::{parse_json, BlobDescriptor};
 
@@ -197,7 +198,7 @@ impl Registry {
         let last = (end < blob.size).then(|| end - 1);
         let range = (ranged || start > 0 || end < blob.size).then_some((start, last));
         let resp = self
-            .get_range(&what, &path, repository, None, range)
+            .get_range(&what, &path, repository, None, range, Capability::Pull)
             .await?;
         let bad = |why: String| FetchError::Blob {
             digest: blob.digest.clone(),

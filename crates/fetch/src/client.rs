@@ -1,24 +1,12 @@
 //! The registry v2 HTTP client: scheme choice, `/v2/` ping, authenticated requests.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 
-use crate::auth::{parse_challenges, Challenge, Credentials, Secret, TokenResponse};
-
-/// Tokens are renewed this long before they expire, so none expires in flight.
-const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(10);
-
-/// An `Authorization` value and, for a Bearer token, when it expires.
-#[derive(Clone)]
-struct CachedAuth {
-    header: HeaderValue,
-    expires: Option<Instant>,
-}
+use crate::auth::Credentials;
+use crate::endpoint::{Capability, Endpoint, EndpointSpec};
 use crate::error::FetchError;
 use crate::reference::Reference;
 
@@ -34,6 +22,12 @@ pub struct ClientOptions {
     pub docker_config: Option<std::path::PathBuf>,
     /// PEM file of extra CA certificates to trust, besides the system's.
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM) for registries that ask for one.
+    pub tls_client: Option<(std::path::PathBuf, Option<std::path::PathBuf>)>,
+    /// Accept any server certificate (dangerous; rdpull warns).
+    pub insecure_skip_verify: bool,
+    /// containerd-style `hosts.toml` directory (mirrors, per-host TLS).
+    pub hosts_dir: Option<std::path::PathBuf>,
     /// Manifests and indexes larger than this are refused before they are buffered.
     pub max_manifest_size: u64,
     pub connect_timeout: Duration,
@@ -95,6 +89,9 @@ impl Default for ClientOptions {
             plain_http: false,
             credentials: None,
             tls_ca: None,
+            tls_client: None,
+            insecure_skip_verify: false,
+            hosts_dir: None,
             docker_config: None,
             // containerd's limit too: no real manifest comes near it.
             max_manifest_size: 4 << 20,
@@ -107,79 +104,73 @@ impl Default for ClientOptions {
     }
 }
 
-/// A connection to one registry host, with its token cache.
+/// A registry as reached through its endpoints: the mirrors of its `hosts.toml`, in
+/// order, then the registry itself.
 pub struct Registry {
-    http: reqwest::Client,
-    base: String,
+    endpoints: Vec<Endpoint>,
     options: ClientOptions,
-    /// `Authorization` header per scope (`repository:NAME:pull`); "" for registry-wide.
-    auth: Mutex<HashMap<String, CachedAuth>>,
-    /// The last Bearer challenge, to renew tokens before they expire.
-    challenge: Mutex<Option<Challenge>>,
 }
 
 impl Registry {
-    /// Connect to the registry that serves `reference`: choose the scheme and ping `/v2/`.
+    /// Set up the endpoints that serve `reference`. Without a hosts file the registry
+    /// itself is pinged to choose the scheme (a loopback registry without TLS gets HTTP).
     pub async fn connect(
         reference: &Reference,
-        mut options: ClientOptions,
+        options: ClientOptions,
     ) -> Result<Registry, FetchError> {
-        if options.credentials.is_none() {
-            options.credentials = crate::docker_config::lookup(
-                options.docker_config.as_deref(),
-                reference.registry(),
-            )
-            .await?;
-        }
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.stall_timeout)
-            .pool_max_idle_per_host(options.pool_size)
-            .user_agent(concat!("rdpull/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &options.tls_ca {
-            let bad = |why: String| FetchError::Invalid {
-                what: format!("--tls-ca {}", path.display()),
-                why,
-            };
-            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(bad("no PEM certificate in it".into()));
-            }
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder.build().map_err(|e| FetchError::Http {
-            what: "HTTP client".into(),
-            url: String::new(),
-            source: e,
-        })?;
-        let host = reference.registry_host().to_string();
-        let https = format!("https://{host}/v2/");
-        let http_base = format!("http://{host}/v2/");
-        let mut reg = Registry {
-            http,
-            base: if options.plain_http {
-                http_base.clone()
-            } else {
-                https
-            },
-            options,
-            auth: Mutex::new(HashMap::new()),
-            challenge: Mutex::new(None),
+        let registry = reference.registry();
+        let dcfg = options.docker_config.as_deref();
+        let server_credentials = match &options.credentials {
+            Some(c) => Some(c.clone()),
+            None => crate::docker_config::lookup(dcfg, registry).await?,
         };
-        match reg.ping().await {
-            Err(tls_error @ FetchError::Http { .. })
-                if !reg.options.plain_http && is_loopback(&host) =>
-            {
-                tracing::debug!("{host}: no TLS on a loopback registry, trying plain HTTP");
-                reg.base = http_base;
-                // If plain HTTP fails too, the TLS failure is the one worth reporting.
-                reg.ping().await.map_err(|_| tls_error)?;
+        let host = reference.registry_host().to_string();
+        let scheme = if options.plain_http { "http" } else { "https" };
+        let default_server = format!("{scheme}://{host}");
+        let from_file = match &options.hosts_dir {
+            Some(dir) => crate::hosts::load(dir, registry, &default_server)?,
+            None => None,
+        };
+        let configured = from_file.is_some();
+        let specs = from_file.unwrap_or_else(|| {
+            vec![EndpointSpec {
+                url: default_server,
+                pull: true,
+                resolve: true,
+                ..EndpointSpec::default()
+            }]
+        });
+        let mut endpoints = Vec::new();
+        for mut spec in specs {
+            if let Some(ca) = &options.tls_ca {
+                spec.ca.push(ca.clone());
             }
-            other => other?,
+            if spec.client.is_none() {
+                spec.client = options.tls_client.clone();
+            }
+            spec.skip_verify |= options.insecure_skip_verify;
+            // A mirror gets its own credentials, never the registry's.
+            let credentials = match &spec.namespace {
+                None => server_credentials.clone(),
+                Some(_) => crate::docker_config::lookup(dcfg, &host_of(&spec.url)).await?,
+            };
+            endpoints.push(Endpoint::new(spec, &options, credentials)?);
         }
-        Ok(reg)
+        if !configured {
+            let server = endpoints.last_mut().expect("one endpoint");
+            match server.ping().await {
+                Err(tls_error @ FetchError::Http { .. })
+                    if !options.plain_http && is_loopback(&host) =>
+                {
+                    tracing::debug!("{host}: no TLS on a loopback registry, trying plain HTTP");
+                    server.set_base(format!("http://{host}/v2/"));
+                    // If plain HTTP fails too, the TLS failure is the one worth reporting.
+                    server.ping().await.map_err(|_| tls_error)?;
+                }
+                other => other?,
+            }
+        }
+        Ok(Registry { endpoints, options })
     }
 
     /// Run `op` until it succeeds, fails for good, or has failed `max_attempts` times.
@@ -212,40 +203,28 @@ impl Registry {
         }
     }
 
-    /// `GET /v2/`: 200, or 401 with a challenge we can answer later, means a v2 registry.
-    async fn ping(&self) -> Result<(), FetchError> {
-        let url = self.base.clone();
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| http_error("registry ping", &url, e))?;
-        match resp.status() {
-            s if s.is_success() || s == StatusCode::UNAUTHORIZED => Ok(()),
-            s => Err(status_error("registry ping", &url, s, resp).await),
-        }
-    }
-
-    /// The base URL, `scheme://host/v2/`.
-    pub fn base_url(&self) -> &str {
-        &self.base
+    /// The API roots of the endpoints, in the order they are tried.
+    pub fn endpoints(&self) -> Vec<&str> {
+        self.endpoints.iter().map(|e| e.base()).collect()
     }
 
     pub fn options(&self) -> &ClientOptions {
         &self.options
     }
 
-    /// An authenticated GET of `path` (below `/v2/`), answering one 401 challenge.
-    /// Returns the successful response; any other status is an error naming `what`.
+    /// An authenticated GET of `path` (below `/v2/`) from the first endpoint that can
+    /// serve it; a failing endpoint passes the request to the next. The last error is
+    /// returned when all fail.
     pub(crate) async fn get(
         &self,
         what: &str,
         path: &str,
         repository: &str,
         accept: Option<&str>,
+        need: Capability,
     ) -> Result<Response, FetchError> {
-        self.get_range(what, path, repository, accept, None).await
+        self.get_range(what, path, repository, accept, None, need)
+            .await
     }
 
     /// [`Registry::get`] with an optional `Range: bytes=start-[end]` (end inclusive).
@@ -256,209 +235,29 @@ impl Registry {
         repository: &str,
         accept: Option<&str>,
         range: Option<(u64, Option<u64>)>,
+        need: Capability,
     ) -> Result<Response, FetchError> {
-        let url = format!("{}{}", self.base, path);
-        let scope = format!("repository:{repository}:pull");
-        let mut answered = false;
-        loop {
-            let mut req = self.http.get(&url);
-            if let Some(a) = accept {
-                req = req.header(ACCEPT, a);
-            }
-            if let Some((start, end)) = range {
-                let end = end.map(|e| e.to_string()).unwrap_or_default();
-                req = req.header(reqwest::header::RANGE, format!("bytes={start}-{end}"));
-            }
-            if let Some(h) = self.authorization(&scope).await? {
-                req = req.header(AUTHORIZATION, h);
-            }
-            let resp = req.send().await.map_err(|e| http_error(what, &url, e))?;
-            let status = resp.status();
-            if status.is_success() {
-                return Ok(resp);
-            }
-            if status == StatusCode::UNAUTHORIZED && !answered {
-                let challenges = resp
-                    .headers()
-                    .get_all(WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(parse_challenges)
-                    .collect::<Vec<_>>();
-                let cached = self.answer(&challenges, &scope).await?;
-                self.auth.lock().unwrap().insert(scope.clone(), cached);
-                answered = true;
-                continue;
-            }
-            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                let detail = error_detail(resp).await;
-                return Err(FetchError::Unauthorized {
-                    what: what.to_string(),
-                    url,
-                    detail,
-                });
-            }
-            return Err(status_error(what, &url, status, resp).await);
-        }
-    }
-
-    /// Turn a challenge into an `Authorization` header: Bearer through the token
-    /// endpoint (anonymously unless we have credentials), Basic with credentials.
-    /// The `Authorization` for `scope`: the cached one, renewed first when its token is
-    /// about to expire.
-    async fn authorization(&self, scope: &str) -> Result<Option<HeaderValue>, FetchError> {
-        let cached = self.auth.lock().unwrap().get(scope).cloned();
-        let Some(cached) = cached else {
-            return Ok(None);
-        };
-        let expiring = cached
-            .expires
-            .is_some_and(|t| t <= Instant::now() + TOKEN_RENEW_MARGIN);
-        let challenge = self.challenge.lock().unwrap().clone();
-        match (expiring, challenge) {
-            (true, Some(c)) => {
-                let renewed = self.bearer(&c, scope).await?;
-                let header = renewed.header.clone();
-                self.auth.lock().unwrap().insert(scope.to_string(), renewed);
-                Ok(Some(header))
-            }
-            _ => Ok(Some(cached.header)),
-        }
-    }
-
-    /// Turn a challenge into an `Authorization`: Bearer through the token endpoint
-    /// (anonymously unless we have credentials), Basic with a password.
-    async fn answer(
-        &self,
-        challenges: &[Challenge],
-        scope: &str,
-    ) -> Result<CachedAuth, FetchError> {
-        if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
-            *self.challenge.lock().unwrap() = Some(c.clone());
-            return self.bearer(c, scope).await;
-        }
-        if challenges.iter().any(|c| c.scheme == "basic") {
-            if let Some(h) = self
-                .options
-                .credentials
-                .as_ref()
-                .and_then(|c| c.basic_header())
-            {
-                return Ok(CachedAuth {
-                    header: header_value(&h)?,
-                    expires: None,
-                });
-            }
-            return Err(FetchError::Unauthorized {
-                what: "registry".into(),
-                url: self.base.clone(),
-                detail: " (Basic auth required: pass --user USER:PASSWORD or docker login)".into(),
-            });
-        }
-        Err(FetchError::Unauthorized {
-            what: "registry".into(),
-            url: self.base.clone(),
-            detail: " (no supported WWW-Authenticate challenge)".into(),
-        })
-    }
-
-    async fn bearer(&self, c: &Challenge, scope: &str) -> Result<CachedAuth, FetchError> {
-        let (token, expires_in) = self.fetch_token(c, scope).await?;
-        Ok(CachedAuth {
-            header: header_value(&format!("Bearer {token}"))?,
-            // The token spec: without expires_in, a token lives 60 s.
-            expires: Some(Instant::now() + Duration::from_secs(expires_in.unwrap_or(60))),
-        })
-    }
-
-    /// A token from the challenge's realm: an OAuth2 POST (`refresh_token` grant) for an
-    /// identity token, else a GET, with Basic credentials if we have a password.
-    async fn fetch_token(
-        &self,
-        c: &Challenge,
-        scope: &str,
-    ) -> Result<(String, Option<u64>), FetchError> {
-        let realm = c.param("realm").ok_or_else(|| FetchError::Token {
-            realm: "(none)".into(),
-            why: "Bearer challenge without realm".into(),
-        })?;
-        let terr = |why: String| FetchError::Token {
-            realm: realm.to_string(),
-            why,
-        };
-        let mut url =
-            url::Url::parse(realm).map_err(|e| terr(format!("invalid realm URL: {e}")))?;
-        let scope = c.param("scope").unwrap_or(scope);
-        let creds = self.options.credentials.as_ref();
-        let req = match creds.map(|c| &c.secret) {
-            Some(Secret::IdentityToken(t)) => {
-                let mut form = url::form_urlencoded::Serializer::new(String::new());
-                form.append_pair("grant_type", "refresh_token")
-                    .append_pair("refresh_token", t)
-                    .append_pair("client_id", "rdpull")
-                    .append_pair("scope", scope);
-                if let Some(s) = c.param("service") {
-                    form.append_pair("service", s);
+        let mut last = None;
+        for ep in self.endpoints.iter().filter(|e| e.can(need)) {
+            match ep.get(what, path, repository, accept, range).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    tracing::debug!("{what}: {} failed, trying the next host: {e}", ep.base());
+                    last = Some(e);
                 }
-                self.http
-                    .post(url.as_str())
-                    .header(
-                        reqwest::header::CONTENT_TYPE,
-                        "application/x-www-form-urlencoded",
-                    )
-                    .body(form.finish())
             }
-            _ => {
-                {
-                    let mut q = url.query_pairs_mut();
-                    if let Some(s) = c.param("service") {
-                        q.append_pair("service", s);
-                    }
-                    q.append_pair("scope", scope);
-                }
-                let mut req = self.http.get(url.as_str());
-                if let Some(h) = creds.and_then(|c| c.basic_header()) {
-                    req = req.header(AUTHORIZATION, header_value(&h)?);
-                }
-                req
-            }
-        };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| terr(e.without_url().to_string()))?;
-        if !resp.status().is_success() {
-            let rejected = resp.status() == StatusCode::UNAUTHORIZED && creds.is_some();
-            let note = if rejected {
-                " (credentials rejected)"
-            } else {
-                ""
-            };
-            return Err(terr(format!("HTTP {}{note}", resp.status().as_u16())));
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| terr(e.without_url().to_string()))?;
-        // serde's message would not quote the token, but say nothing of the body anyway.
-        let t: TokenResponse =
-            serde_json::from_slice(&body).map_err(|_| terr("answer is not token JSON".into()))?;
-        let token = t
-            .token
-            .filter(|t| !t.is_empty())
-            .or(t.access_token)
-            .ok_or_else(|| terr("answer has no token".into()))?;
-        Ok((token, t.expires_in))
+        Err(last.unwrap_or_else(|| FetchError::Invalid {
+            what: what.to_string(),
+            why: format!("no registry host has the {need:?} capability"),
+        }))
     }
 }
 
-fn header_value(s: &str) -> Result<HeaderValue, FetchError> {
-    let mut v = HeaderValue::from_str(s).map_err(|_| FetchError::Token {
-        realm: String::new(),
-        why: "token is not a valid header value".into(),
-    })?;
-    v.set_sensitive(true);
-    Ok(v)
+/// `https://host:port/path` → `host:port`.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_string()
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -498,7 +297,7 @@ pub(crate) async fn status_error(
 }
 
 /// The first error `message` of a registry's JSON error body, if any.
-async fn error_detail(resp: Response) -> String {
+pub(crate) async fn error_detail(resp: Response) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<E>,

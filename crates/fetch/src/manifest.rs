@@ -7,6 +7,7 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 use rdpull_verify::Digest;
 
 use crate::client::{http_error, Registry};
+use crate::endpoint::Capability;
 use crate::error::FetchError;
 use crate::platform::Platform;
 use crate::reference::Reference;
@@ -132,6 +133,12 @@ async fn fetch_manifest(
     expected: Option<(&Digest, Option<u64>)>,
 ) -> Result<FetchedManifest, FetchError> {
     let what = format!("manifest {reference}");
+    // A tag is resolved; a digest is content, which pull-only mirrors may serve.
+    let need = if reference.digest().is_some() {
+        Capability::Pull
+    } else {
+        Capability::Resolve
+    };
     let path = format!(
         "{}/manifests/{}",
         reference.repository(),
@@ -139,7 +146,7 @@ async fn fetch_manifest(
     );
     let resp = reg
         .retrying(&what, || {
-            reg.get(&what, &path, reference.repository(), Some(ACCEPT))
+            reg.get(&what, &path, reference.repository(), Some(ACCEPT), need)
         })
         .await?;
     let limit = reg.options().max_manifest_size;

@@ -1,0 +1,381 @@
+//! One place a registry's content can be fetched from: the registry itself or a mirror
+//! (containerd's "host"). Each has its own HTTP client (CA, client certificate, TLS
+//! verification), extra headers, credentials and token cache.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE,
+};
+use reqwest::{Response, StatusCode};
+
+use crate::auth::{parse_challenges, Challenge, Credentials, Secret, TokenResponse};
+use crate::client::{error_detail, http_error, status_error, ClientOptions};
+use crate::error::FetchError;
+
+/// Tokens are renewed this long before they expire, so none expires in flight.
+const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(10);
+
+/// An `Authorization` value and, for a Bearer token, when it expires.
+#[derive(Clone)]
+struct CachedAuth {
+    header: HeaderValue,
+    expires: Option<Instant>,
+}
+
+/// What an endpoint may be used for (containerd's host capabilities).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// Fetch content by digest (blobs, manifests by digest).
+    Pull,
+    /// Resolve a tag to a digest.
+    Resolve,
+}
+
+/// How to reach one endpoint: everything but the live state.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointSpec {
+    /// `scheme://host[:port][/path]`, without the trailing `/v2`.
+    pub url: String,
+    /// The URL already is the API root (containerd's `override_path`).
+    pub override_path: bool,
+    pub pull: bool,
+    pub resolve: bool,
+    /// Extra CA certificates (PEM files).
+    pub ca: Vec<PathBuf>,
+    /// Client certificate and key (PEM; the key may be in the certificate file).
+    pub client: Option<(PathBuf, Option<PathBuf>)>,
+    pub skip_verify: bool,
+    pub headers: Vec<(String, String)>,
+    /// Added as `?ns=<registry>` to a mirror's requests, as containerd does, so one
+    /// mirror can serve several upstreams.
+    pub namespace: Option<String>,
+}
+
+pub(crate) struct Endpoint {
+    pub spec: EndpointSpec,
+    http: reqwest::Client,
+    base: String,
+    headers: HeaderMap,
+    credentials: Option<Credentials>,
+    auth: Mutex<HashMap<String, CachedAuth>>,
+    /// The last Bearer challenge, to renew tokens before they expire.
+    challenge: Mutex<Option<Challenge>>,
+}
+
+impl Endpoint {
+    pub fn new(
+        spec: EndpointSpec,
+        options: &ClientOptions,
+        credentials: Option<Credentials>,
+    ) -> Result<Endpoint, FetchError> {
+        let bad = |what: String, why: String| FetchError::Invalid { what, why };
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.stall_timeout)
+            .pool_max_idle_per_host(options.pool_size)
+            .user_agent(concat!("rdpull/", env!("CARGO_PKG_VERSION")));
+        for path in &spec.ca {
+            let pem = std::fs::read(path)
+                .map_err(|e| bad(format!("CA {}", path.display()), e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("CA {}", path.display()), e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad(
+                    format!("CA {}", path.display()),
+                    "no PEM certificate in it".into(),
+                ));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        if let Some((cert, key)) = &spec.client {
+            let what = format!("client certificate {}", cert.display());
+            let mut pem = std::fs::read(cert).map_err(|e| bad(what.clone(), e.to_string()))?;
+            if let Some(key) = key {
+                pem.push(b'\n');
+                pem.extend(
+                    std::fs::read(key)
+                        .map_err(|e| bad(format!("client key {}", key.display()), e.to_string()))?,
+                );
+            }
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| bad(what, e.to_string()))?;
+            builder = builder.identity(id);
+        }
+        if spec.skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let http = builder.build().map_err(|e| FetchError::Http {
+            what: "HTTP client".into(),
+            url: spec.url.clone(),
+            source: e,
+        })?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &spec.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| bad(format!("header {k}"), e.to_string()))?;
+            let value =
+                HeaderValue::from_str(v).map_err(|e| bad(format!("header {k}"), e.to_string()))?;
+            headers.append(name, value);
+        }
+        let root = spec.url.trim_end_matches('/');
+        let base = if spec.override_path {
+            format!("{root}/")
+        } else {
+            format!("{root}/v2/")
+        };
+        Ok(Endpoint {
+            spec,
+            http,
+            base,
+            headers,
+            credentials,
+            auth: Mutex::new(HashMap::new()),
+            challenge: Mutex::new(None),
+        })
+    }
+
+    /// The API root, `scheme://host/v2/`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn set_base(&mut self, base: String) {
+        self.base = base;
+    }
+
+    pub fn can(&self, c: Capability) -> bool {
+        match c {
+            Capability::Pull => self.spec.pull,
+            Capability::Resolve => self.spec.resolve,
+        }
+    }
+
+    /// `GET /v2/`: 200, or 401 with a challenge we can answer later, means a v2 registry.
+    pub async fn ping(&self) -> Result<(), FetchError> {
+        let url = self.base.clone();
+        let resp = self
+            .http
+            .get(&url)
+            .headers(self.headers.clone())
+            .send()
+            .await
+            .map_err(|e| http_error("registry ping", &url, e))?;
+        match resp.status() {
+            s if s.is_success() || s == StatusCode::UNAUTHORIZED => Ok(()),
+            s => Err(status_error("registry ping", &url, s, resp).await),
+        }
+    }
+
+    /// An authenticated GET of `path` (below the API root), answering one 401
+    /// challenge, with an optional `Range: bytes=start-[end]` (end inclusive).
+    pub async fn get(
+        &self,
+        what: &str,
+        path: &str,
+        repository: &str,
+        accept: Option<&str>,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<Response, FetchError> {
+        let mut url = format!("{}{}", self.base, path);
+        if let Some(ns) = &self.spec.namespace {
+            url.push_str("?ns=");
+            url.push_str(&url::form_urlencoded::byte_serialize(ns.as_bytes()).collect::<String>());
+        }
+        let scope = format!("repository:{repository}:pull");
+        let mut answered = false;
+        loop {
+            let mut req = self.http.get(&url).headers(self.headers.clone());
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            if let Some((start, end)) = range {
+                let end = end.map(|e| e.to_string()).unwrap_or_default();
+                req = req.header(reqwest::header::RANGE, format!("bytes={start}-{end}"));
+            }
+            if let Some(h) = self.authorization(&scope).await? {
+                req = req.header(AUTHORIZATION, h);
+            }
+            let resp = req.send().await.map_err(|e| http_error(what, &url, e))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            if status == StatusCode::UNAUTHORIZED && !answered {
+                let challenges = resp
+                    .headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(parse_challenges)
+                    .collect::<Vec<_>>();
+                let cached = self.answer(&challenges, &scope).await?;
+                self.auth.lock().unwrap().insert(scope.clone(), cached);
+                answered = true;
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                let detail = error_detail(resp).await;
+                return Err(FetchError::Unauthorized {
+                    what: what.to_string(),
+                    url,
+                    detail,
+                });
+            }
+            return Err(status_error(what, &url, status, resp).await);
+        }
+    }
+
+    /// The `Authorization` for `scope`: the cached one, renewed first when its token is
+    /// about to expire.
+    async fn authorization(&self, scope: &str) -> Result<Option<HeaderValue>, FetchError> {
+        let cached = self.auth.lock().unwrap().get(scope).cloned();
+        let Some(cached) = cached else {
+            return Ok(None);
+        };
+        let expiring = cached
+            .expires
+            .is_some_and(|t| t <= Instant::now() + TOKEN_RENEW_MARGIN);
+        let challenge = self.challenge.lock().unwrap().clone();
+        match (expiring, challenge) {
+            (true, Some(c)) => {
+                let renewed = self.bearer(&c, scope).await?;
+                let header = renewed.header.clone();
+                self.auth.lock().unwrap().insert(scope.to_string(), renewed);
+                Ok(Some(header))
+            }
+            _ => Ok(Some(cached.header)),
+        }
+    }
+
+    /// Turn a challenge into an `Authorization`: Bearer through the token endpoint
+    /// (anonymously unless we have credentials), Basic with a password.
+    async fn answer(
+        &self,
+        challenges: &[Challenge],
+        scope: &str,
+    ) -> Result<CachedAuth, FetchError> {
+        if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
+            *self.challenge.lock().unwrap() = Some(c.clone());
+            return self.bearer(c, scope).await;
+        }
+        if challenges.iter().any(|c| c.scheme == "basic") {
+            if let Some(h) = self.credentials.as_ref().and_then(|c| c.basic_header()) {
+                return Ok(CachedAuth {
+                    header: header_value(&h)?,
+                    expires: None,
+                });
+            }
+            return Err(FetchError::Unauthorized {
+                what: "registry".into(),
+                url: self.base.clone(),
+                detail: " (Basic auth required: pass --user USER:PASSWORD or docker login)".into(),
+            });
+        }
+        Err(FetchError::Unauthorized {
+            what: "registry".into(),
+            url: self.base.clone(),
+            detail: " (no supported WWW-Authenticate challenge)".into(),
+        })
+    }
+
+    async fn bearer(&self, c: &Challenge, scope: &str) -> Result<CachedAuth, FetchError> {
+        let (token, expires_in) = self.fetch_token(c, scope).await?;
+        Ok(CachedAuth {
+            header: header_value(&format!("Bearer {token}"))?,
+            // The token spec: without expires_in, a token lives 60 s.
+            expires: Some(Instant::now() + Duration::from_secs(expires_in.unwrap_or(60))),
+        })
+    }
+
+    /// A token from the challenge's realm: an OAuth2 POST (`refresh_token` grant) for an
+    /// identity token, else a GET, with Basic credentials if we have a password.
+    async fn fetch_token(
+        &self,
+        c: &Challenge,
+        scope: &str,
+    ) -> Result<(String, Option<u64>), FetchError> {
+        let realm = c.param("realm").ok_or_else(|| FetchError::Token {
+            realm: "(none)".into(),
+            why: "Bearer challenge without realm".into(),
+        })?;
+        let terr = |why: String| FetchError::Token {
+            realm: realm.to_string(),
+            why,
+        };
+        let mut url =
+            url::Url::parse(realm).map_err(|e| terr(format!("invalid realm URL: {e}")))?;
+        let scope = c.param("scope").unwrap_or(scope);
+        let creds = self.credentials.as_ref();
+        let req = match creds.map(|c| &c.secret) {
+            Some(Secret::IdentityToken(t)) => {
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                form.append_pair("grant_type", "refresh_token")
+                    .append_pair("refresh_token", t)
+                    .append_pair("client_id", "rdpull")
+                    .append_pair("scope", scope);
+                if let Some(s) = c.param("service") {
+                    form.append_pair("service", s);
+                }
+                self.http
+                    .post(url.as_str())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form.finish())
+            }
+            _ => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(s) = c.param("service") {
+                        q.append_pair("service", s);
+                    }
+                    q.append_pair("scope", scope);
+                }
+                let mut req = self.http.get(url.as_str());
+                if let Some(h) = creds.and_then(|c| c.basic_header()) {
+                    req = req.header(AUTHORIZATION, header_value(&h)?);
+                }
+                req
+            }
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| terr(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            let rejected = resp.status() == StatusCode::UNAUTHORIZED && creds.is_some();
+            let note = if rejected {
+                " (credentials rejected)"
+            } else {
+                ""
+            };
+            return Err(terr(format!("HTTP {}{note}", resp.status().as_u16())));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| terr(e.without_url().to_string()))?;
+        // serde's message would not quote the token, but say nothing of the body anyway.
+        let t: TokenResponse =
+            serde_json::from_slice(&body).map_err(|_| terr("answer is not token JSON".into()))?;
+        let token = t
+            .token
+            .filter(|t| !t.is_empty())
+            .or(t.access_token)
+            .ok_or_else(|| terr("answer has no token".into()))?;
+        Ok((token, t.expires_in))
+    }
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, FetchError> {
+    let mut v = HeaderValue::from_str(s).map_err(|_| FetchError::Token {
+        realm: String::new(),
+        why: "token is not a valid header value".into(),
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
