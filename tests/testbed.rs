@@ -797,3 +797,90 @@ fn tls_from_hosts_toml_client_certificates_and_skip_verify() {
         common::stderr(&o)
     );
 }
+
+/// HTTP_PROXY, HTTPS_PROXY and NO_PROXY as curl reads them. The proxy here is the test's
+/// fake registry: it answers absolute-form requests itself, and tunnels CONNECT to the
+/// testbed's TLS registry.
+#[test]
+fn proxies_from_the_environment() {
+    use rdpull_testkit::registry::{one_file_layer, FakeRegistry};
+    setup();
+    let proxy = FakeRegistry::start();
+    proxy.push("app", "v1", &[one_file_layer("a", b"via proxy")]);
+    let t = tempfile::tempdir().unwrap();
+    let run = |root: &str, args: &[&str], env: &[(&str, String)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rdpull"));
+        c.args(["--root", t.path().join(root).to_str().unwrap()])
+            .args(args);
+        for k in [
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "ALL_PROXY",
+        ] {
+            c.env_remove(k);
+        }
+        c.env("DOCKER_CONFIG", "/nonexistent/rdpull-tests");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let url = format!("http://{}", proxy.addr);
+    // Nothing listens on 127.0.0.1:1: only the proxy can answer.
+    ok(run(
+        "a",
+        &["--plain-http", "pull", "127.0.0.1:1/app:v1"],
+        &[("HTTP_PROXY", url.clone())],
+    ));
+    let via: Vec<_> = proxy
+        .all_requests()
+        .into_iter()
+        .filter(|r| r.proxied_to.as_deref() == Some("127.0.0.1:1"))
+        .collect();
+    assert!(
+        via.iter().any(|r| r.path.starts_with("/v2/app/blobs/")),
+        "{via:?}"
+    );
+    // NO_PROXY: straight to 127.0.0.1:1, which refuses.
+    let e = fails(run(
+        "b",
+        &["--plain-http", "pull", "127.0.0.1:1/app:v1"],
+        &[
+            ("HTTP_PROXY", url.clone()),
+            ("NO_PROXY", "127.0.0.1".into()),
+        ],
+    ));
+    assert!(e.contains("127.0.0.1:1") && e.contains("onnect"), "{e}");
+    // HTTPS through a CONNECT tunnel, TLS end to end with the real registry.
+    let ca = testbed_dir().join("ca.pem");
+    let before = proxy.all_requests().len();
+    ok(run(
+        "c",
+        &[
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--user",
+            "rdpull:rdpull",
+            "pull",
+            "127.0.0.1:5443/debian:bookworm",
+        ],
+        &[("HTTPS_PROXY", url)],
+    ));
+    let connects: Vec<_> = proxy
+        .all_requests()
+        .into_iter()
+        .skip(before)
+        .filter(|r| r.method == "CONNECT")
+        .collect();
+    assert!(
+        !connects.is_empty()
+            && connects
+                .iter()
+                .all(|r| r.proxied_to.as_deref() == Some("127.0.0.1:5443")),
+        "{connects:?}"
+    );
+}

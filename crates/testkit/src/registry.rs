@@ -47,6 +47,11 @@ pub enum Reply {
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
 pub struct Request {
+    /// `GET`, `CONNECT`, ...
+    pub method: String,
+    /// For proxy requests: the absolute-form authority (`GET http://host:port/...`) or
+    /// the `CONNECT` target.
+    pub proxied_to: Option<String>,
     pub path: String,
     /// Header names lower-cased.
     pub headers: HashMap<String, String>,
@@ -185,14 +190,26 @@ impl FakeRegistry {
         if reader.read_line(&mut line).is_err() {
             return;
         }
-        let path = line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("/")
-            .split('?')
-            .next()
-            .unwrap()
-            .to_string();
+        let mut words = line.split_whitespace();
+        let method = words.next().unwrap_or("").to_string();
+        let target = words.next().unwrap_or("/").to_string();
+        // As a proxy: absolute-form requests are answered here as if we were the origin.
+        let (proxied_to, target) = match target.strip_prefix("http://") {
+            Some(rest) => {
+                let (auth, p) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                (
+                    Some(auth.to_string()),
+                    if p.is_empty() {
+                        "/".to_string()
+                    } else {
+                        p.to_string()
+                    },
+                )
+            }
+            None if method == "CONNECT" => (Some(target.clone()), String::new()),
+            None => (None, target),
+        };
+        let path = target.split('?').next().unwrap().to_string();
         let mut headers = HashMap::new();
         loop {
             let mut h = String::new();
@@ -207,6 +224,8 @@ impl FakeRegistry {
             let mut st = self.state.lock().unwrap();
             *st.hits.entry(path.clone()).or_default() += 1;
             st.log.push(Request {
+                method: method.clone(),
+                proxied_to: proxied_to.clone(),
                 path: path.clone(),
                 headers: headers.clone(),
             });
@@ -255,6 +274,22 @@ impl FakeRegistry {
             let ranged = !st.no_range.contains(&path);
             (reply, fault, ranged, authorized)
         };
+        if method == "CONNECT" {
+            let to = proxied_to.unwrap_or_default();
+            let Ok(upstream) = TcpStream::connect(&to) else {
+                let _ = conn.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+                return;
+            };
+            let _ = conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            let (mut a, mut b) = (conn.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let (mut c, mut d) = (conn, upstream);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut b);
+                let _ = b.shutdown(std::net::Shutdown::Write);
+            });
+            let _ = std::io::copy(&mut d, &mut c);
+            return;
+        }
         if !authorized {
             let challenge = if self.state.lock().unwrap().bearer.is_some() {
                 format!(
