@@ -351,23 +351,12 @@ fn killed_pull_leaves_nothing_committed_and_the_rerun_completes() {
         },
     );
     let root = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rdpull"))
-        .args([
-            "--root",
-            root.path().to_str().unwrap(),
-            "--plain-http",
-            "pull",
-            &format!("{}/app:v1", reg.addr),
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let image = format!("{}/app:v1", reg.addr);
+    let mut child = common::spawn(root.path(), &["--plain-http", "pull", &image]);
     // Wait until the download is under way (an active snapshot exists), then kill -9.
-    let t0 = std::time::Instant::now();
-    while snapshots(root.path()).1.is_empty() {
-        assert!(t0.elapsed().as_secs() < 30, "pull never started");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_until("the pull to start", 30, || {
+        !snapshots(root.path()).1.is_empty()
+    });
     std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -518,4 +507,73 @@ fn a_failed_layer_cancels_the_others() {
     assert!(e.ends_with("HTTP 500 (UNKNOWN injected failure)"), "{e}");
     assert_clean(root.path());
     assert!(snapshots(root.path()).0.is_empty());
+}
+
+/// kill -9 with some layers committed and one mid-download: the rerun keeps the committed
+/// layers (fetches none of them again) and completes the image.
+#[test]
+fn killed_pull_keeps_committed_layers() {
+    let reg = FakeRegistry::start();
+    let tars: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| {
+            Tar::default()
+                .file(&format!("f{i}"), &vec![i; 200_000 + i as usize])
+                .finish()
+        })
+        .collect();
+    let p = reg.push("app", "v1", &tars);
+    let top = FakeRegistry::blob_path("app", &p.layer_digests[2]);
+    reg.set(
+        &top,
+        Reply::Stall {
+            body: p.blobs[2].clone(),
+            send: p.blobs[2].len() / 2,
+        },
+    );
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/app:v1", reg.addr);
+    let mut child = common::spawn(root.path(), &["--plain-http", "pull", &image]);
+    common::wait_until("two layers committed", 30, || {
+        snapshots(root.path()).0.len() >= 2
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (committed, active) = snapshots(root.path());
+    assert_eq!((committed.len(), active.len()), (2, 1));
+    reg.set(
+        &top,
+        Reply::Body {
+            content_type: "application/octet-stream".into(),
+            body: p.blobs[2].clone().into(),
+        },
+    );
+    let hits = |i: usize| reg.hits(&FakeRegistry::blob_path("app", &p.layer_digests[i]));
+    let before = [hits(0), hits(1), hits(2)];
+    ok(pull(&reg, root.path(), "app:v1"));
+    assert_eq!(
+        [
+            hits(0) - before[0],
+            hits(1) - before[1],
+            hits(2) - before[2]
+        ],
+        [0, 0, 1]
+    );
+    assert_eq!(snapshots(root.path()).0.len(), 3);
+    let dir = root.path().join("rootfs");
+    ok(rdpull(
+        root.path(),
+        &[
+            "unpack",
+            &format!("{}/app:v1", reg.addr),
+            dir.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        listing(&dir),
+        vec![
+            "/f0 f 0644 0:0 <200000 bytes>",
+            "/f1 f 0644 0:0 <200001 bytes>",
+            "/f2 f 0644 0:0 <200002 bytes>"
+        ]
+    );
 }

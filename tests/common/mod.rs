@@ -103,3 +103,25 @@ pub fn snapshot_dirs(root: &Path) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// Start rdpull with `--root root` and `args` in the background (stdout discarded).
+pub fn spawn(root: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_rdpull"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("RDPULL_ROOT")
+        .env("DOCKER_CONFIG", "/nonexistent/rdpull-tests")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start rdpull")
+}
+
+/// Poll `cond` every 20 ms; fail the test with `what` after `secs` seconds.
+pub fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed().as_secs() < secs, "timed out waiting: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
