@@ -1,0 +1,185 @@
+//! Throughput of each pipeline stage on real layer data, to choose backends and techniques
+//! (README, "Performance"). Inputs: the testbed's debian:bookworm layer (gzip and zstd),
+//! fetched once from the registry that `../shared/testbed/registry-up` starts; synthetic
+//! tars for tar application. Tar application writes to /dev/shm so that the numbers are
+//! the unpacker's CPU and syscall cost, not this VM's disk (see the README's discard note).
+//!
+//!     cargo bench --bench stages
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rdpull_testkit::Tar;
+use sha2::Digest as _;
+
+fn testbed() -> PathBuf {
+    std::env::var_os("RDPULL_TESTBED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testbed"))
+}
+
+/// The single layer blob of `image` on the testbed registry, cached under target/.
+fn layer_blob(image: &str) -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(image.replace([':', '/'], "_"));
+    if let Ok(b) = std::fs::read(&file) {
+        return b;
+    }
+    for step in [
+        vec!["registry-up"],
+        vec!["make-images", "debian", "variants"],
+    ] {
+        let st = Command::new("bash")
+            .arg(testbed().join(step[0]))
+            .args(&step[1..])
+            .status()
+            .unwrap();
+        assert!(st.success(), "testbed {step:?}");
+    }
+    let out = Command::new("python3")
+        .arg(testbed().join("regtool.py"))
+        .args(["layers", &format!("127.0.0.1:5000/{image}")])
+        .output()
+        .unwrap();
+    let digest = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let repo = image.split(':').next().unwrap();
+    let st = Command::new("curl")
+        .args(["-sf", "-o"])
+        .arg(&file)
+        .arg(format!("http://127.0.0.1:5000/v2/{repo}/blobs/{digest}"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::read(&file).unwrap()
+}
+
+fn gunzip_len(gz: &[u8]) -> usize {
+    let mut d = flate2::read::MultiGzDecoder::new(gz);
+    std::io::copy(&mut d, &mut std::io::sink()).unwrap() as usize
+}
+
+/// The raw deflate stream of a single-member gzip file (RFC 1952 header skipped).
+fn deflate_payload(gz: &[u8]) -> &[u8] {
+    let flags = gz[3];
+    let mut i = 10;
+    if flags & 4 != 0 {
+        i += 2 + u16::from_le_bytes([gz[i], gz[i + 1]]) as usize;
+    }
+    for bit in [8, 16] {
+        if flags & bit != 0 {
+            i += gz[i..].iter().position(|&b| b == 0).unwrap() + 1;
+        }
+    }
+    if flags & 2 != 0 {
+        i += 2;
+    }
+    &gz[i..gz.len() - 8]
+}
+
+fn hashing(c: &mut Criterion) {
+    let data = vec![0x5au8; 64 << 20];
+    let mut g = c.benchmark_group("sha256");
+    g.sample_size(10)
+        .throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("sha2 (SHA-NI when present)", |b| {
+        b.iter(|| sha2::Sha256::digest(&data))
+    });
+    g.finish();
+}
+
+fn inflate(c: &mut Criterion) {
+    let gz = layer_blob("debian:bookworm");
+    let out_len = gunzip_len(&gz);
+    let mut g = c.benchmark_group("inflate debian layer");
+    g.sample_size(10)
+        .throughput(Throughput::Bytes(out_len as u64));
+    g.bench_function("flate2 + zlib-rs, streaming (used)", |b| {
+        b.iter(|| {
+            let mut d = flate2::bufread::MultiGzDecoder::new(&gz[..]);
+            std::io::copy(&mut d, &mut std::io::sink()).unwrap()
+        })
+    });
+    let raw = deflate_payload(&gz);
+    g.bench_function("miniz_oxide, whole buffer", |b| {
+        b.iter(|| miniz_oxide::inflate::decompress_to_vec(raw).unwrap().len())
+    });
+    g.bench_function("libdeflate, whole buffer", |b| {
+        let mut out = vec![0u8; out_len];
+        let mut d = libdeflater::Decompressor::new();
+        b.iter(|| d.gzip_decompress(&gz, &mut out).unwrap())
+    });
+    g.finish();
+
+    let zst = layer_blob("debian:bookworm-zstd");
+    let mut g = c.benchmark_group("zstd debian layer");
+    g.sample_size(10)
+        .throughput(Throughput::Bytes(out_len as u64));
+    g.bench_function("zstd (libzstd), streaming (used)", |b| {
+        b.iter(|| {
+            let mut d = zstd::stream::read::Decoder::new(&zst[..]).unwrap();
+            std::io::copy(&mut d, &mut std::io::sink()).unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn tar_apply(c: &mut Criterion) {
+    let shm = Path::new("/dev/shm");
+    let mut small = Tar::default();
+    for i in 0..20_000 {
+        small.file(
+            &format!("d{:03}/f{i:05}", i / 200),
+            &vec![b'x'; 100 + i % 1900],
+        );
+    }
+    let small = small.finish();
+    let mut x: u64 = 1;
+    let big: Vec<u8> = (0..256 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let large = Tar::default().file("big", &big).finish();
+    let mut g = c.benchmark_group("tar apply (tmpfs)");
+    g.sample_size(10);
+    for (name, tar, files) in [
+        ("20k small files", &small, 20_000u64),
+        ("one 256 MiB file", &large, 1),
+    ] {
+        g.throughput(if files > 1 {
+            Throughput::Elements(files)
+        } else {
+            Throughput::Bytes(tar.len() as u64)
+        });
+        g.bench_with_input(BenchmarkId::new("rdpull-unpack", name), tar, |b, tar| {
+            b.iter_batched(
+                || tempfile::tempdir_in(shm).unwrap(),
+                |dir| {
+                    let mut r = &tar[..];
+                    rdpull_unpack::apply_tar(
+                        &mut r,
+                        dir.path(),
+                        &rdpull_unpack::ApplyOptions::default(),
+                    )
+                    .unwrap();
+                    dir
+                },
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, hashing, inflate, tar_apply);
+criterion_main!(benches);
