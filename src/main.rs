@@ -10,9 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[cfg(test)]
-use clap::CommandFactory;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use rdpull_fetch::{ChunkPolicy, ClientOptions, Credentials, Platform, Reference};
 use rdpull_snapshot::Store;
 
@@ -30,26 +28,17 @@ struct Cli {
     global: Global,
 }
 
-/// Global options that take a value (needed to find the first word that is not one).
-const VALUE_OPTIONS: &[&str] = &[
-    "--root",
-    "--parallel",
-    "--platform",
-    "--user",
-    "--stall-timeout",
-    "--tls-ca",
-    "--chunked-min-size",
-    "--chunk-size",
-    "--chunk-window",
-    "--hosts-dir",
-    "--tls-cert",
-    "--tls-key",
-];
 const COMMANDS: &[&str] = &["pull", "unpack", "images", "help"];
 
 /// `rdpull [OPTIONS] IMAGE` means `rdpull [OPTIONS] pull IMAGE`, as the design's
 /// `rdpull --parallel 16 centos:latest`.
 fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    // The options that take a value, from clap's own definition, to skip their values.
+    let value_options: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values())
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
     let mut i = 1;
     while i < args.len() {
         let a = args[i].to_string_lossy();
@@ -57,7 +46,7 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
             break;
         }
         if a.starts_with('-') {
-            i += if VALUE_OPTIONS.contains(&a.as_ref()) {
+            i += if value_options.iter().any(|o| o == a.as_ref()) {
                 2
             } else {
                 1
@@ -304,6 +293,20 @@ mod tests {
             ["rdpull", "--root=/r", "unpack", "a", "b"]
         );
         assert_eq!(args("rdpull --help"), ["rdpull", "--help"]);
+        assert_eq!(
+            args("rdpull --chunk-size 9 --hosts-dir /h --tls-key k x"),
+            [
+                "rdpull",
+                "--chunk-size",
+                "9",
+                "--hosts-dir",
+                "/h",
+                "--tls-key",
+                "k",
+                "pull",
+                "x"
+            ]
+        );
         Cli::command().debug_assert();
     }
 }
