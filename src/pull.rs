@@ -82,12 +82,17 @@ pub async fn pull(
     }
     let mut client = opts.client.clone();
     client.pool_size = opts.parallel.max(1);
+    // Phase timings for RDPULL_LOG=rdpull=info: where a pull's time goes.
+    let t0 = std::time::Instant::now();
+    let ms = move || t0.elapsed().as_millis();
     let registry = Arc::new(Registry::connect(reference, client).await?);
+    tracing::info!("{} ms: connected", ms());
     let image = resolve(&registry, reference, &opts.platform).await?;
     let (config_bytes, config): (_, ImageConfiguration) = registry
         .blob_json(reference.repository(), &image.config, MAX_CONFIG_SIZE)
         .await?;
     let diff_ids = diff_ids(&image, &config)?;
+    tracing::info!("{} ms: manifest and config", ms());
     let chain = ChainId::chain(&diff_ids);
     let count = image.layers.len();
 
@@ -157,7 +162,7 @@ pub async fn pull(
                 progress: progress.clone(),
                 cancelled: cancelled.clone(),
             };
-            tasks.spawn(async move { (i, job.run().await) });
+            tasks.spawn(async move { (i, job.run(t0).await) });
         }
         // Commit in chain order as layers finish; stop at the first failure.
         let mut done = vec![false; count];
@@ -170,6 +175,11 @@ pub async fn pull(
             while next < count && (present[next] || done[next]) {
                 if let Some(key) = prepared.remove(&next) {
                     commit(&store, &key, &chain[next])?;
+                    tracing::info!(
+                        "{} ms: layer {} committed (syncfs included)",
+                        ms(),
+                        next + 1
+                    );
                     progress.state(next, LayerState::Complete);
                 }
                 next += 1;
@@ -219,6 +229,7 @@ pub async fn pull(
         created: 0,
     };
     store.put_image(record.clone())?;
+    tracing::info!("{} ms: image recorded", ms());
     let up_to_date =
         fetched_layers == 0 && previous.is_some_and(|p| p.target_digest == record.target_digest);
     let status = if up_to_date {
@@ -287,7 +298,7 @@ impl LayerJob {
         }
     }
 
-    async fn run(self) -> Result<(), PullError> {
+    async fn run(self, t0: std::time::Instant) -> Result<(), PullError> {
         let mut cancelled = self.cancelled.clone();
         let stopped = || PullError::Internal("cancelled".into());
 
@@ -324,6 +335,11 @@ impl LayerJob {
             if got == total {
                 // The body is in; the unpacker works through what is buffered.
                 p.state(index, LayerState::Extracting);
+                tracing::info!(
+                    "{} ms: layer {} downloaded",
+                    t0.elapsed().as_millis(),
+                    index + 1
+                );
             }
         };
         let desc_digest = self.blob.digest.clone();
@@ -339,6 +355,11 @@ impl LayerJob {
             unpack_layer(ChannelReader::new(rx), &d, &dir, &ApplyOptions::default())
         });
         let ((), unpacked) = tokio::join!(download, unpack);
+        tracing::info!(
+            "{} ms: layer {} unpacked and verified",
+            t0.elapsed().as_millis(),
+            self.index + 1
+        );
         unpacked
             .map_err(|e| PullError::Internal(format!("unpack task: {e}")))?
             .map_err(|e| self.failed(e))?;
