@@ -140,15 +140,7 @@ fn tar_apply(c: &mut Criterion) {
         );
     }
     let small = small.finish();
-    let mut x: u64 = 1;
-    let big: Vec<u8> = (0..256 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = rdpull_testkit::noise(256 << 20, 1);
     let large = Tar::default().file("big", &big).finish();
     let mut g = c.benchmark_group("tar apply (tmpfs)");
     g.sample_size(10);

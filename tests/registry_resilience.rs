@@ -12,15 +12,7 @@ use rdpull_testkit::{listing, Tar};
 
 /// A layer whose gzip blob is about `n` bytes (incompressible content).
 fn incompressible_layer(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    let data: Vec<u8> = (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = rdpull_testkit::noise(n, 0x9e3779b97f4a7c15);
     Tar::default().file("data", &data).finish()
 }
 

@@ -11,18 +11,6 @@ use rdpull_fetch::{
 };
 use rdpull_testkit::registry::{FakeRegistry, Fault};
 
-fn blob_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 async fn download(reg: &FakeRegistry, data: &[u8], chunks: ChunkPolicy, streams: usize) -> Vec<u8> {
     let digest = reg.put_blob("r", data);
     let reference: Reference = format!("{}/r:t", reg.addr).parse().unwrap();
@@ -67,7 +55,7 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
         let reg = FakeRegistry::start();
-        let data = blob_bytes(size, seed);
+        let data = rdpull_testkit::noise(size, seed);
         let path = FakeRegistry::blob_path("r", &rdpull_testkit::registry::sha256(&data));
         // Random per-request delays reorder chunk arrivals; truncations force resumes.
         let mut faults: Vec<Fault> = Vec::new();
@@ -88,7 +76,7 @@ proptest! {
 #[tokio::test(flavor = "multi_thread")]
 async fn prefetch_uses_spare_streams_only() {
     let reg = FakeRegistry::start();
-    let data = blob_bytes(1 << 20, 7);
+    let data = rdpull_testkit::noise(1 << 20, 7);
     let policy = ChunkPolicy {
         min_size: 1,
         chunk_size: 64 << 10,
