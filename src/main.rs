@@ -153,17 +153,8 @@ fn main() -> ExitCode {
 }
 
 /// One line on stderr: the error and the causes it does not already spell out.
-fn fail(e: &dyn std::error::Error) -> ExitCode {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_msg = s.to_string();
-        if !msg.contains(&s_msg) {
-            msg.push_str(": ");
-            msg.push_str(&s_msg);
-        }
-        src = s.source();
-    }
+fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    let msg = rdpull_fetch::with_causes(e.to_string(), e.source());
     eprintln!("rdpull: error: {}", msg.replace('\n', " "));
     ExitCode::FAILURE
 }

@@ -17,17 +17,21 @@ pub fn testbed_dir() -> PathBuf {
     PathBuf::from(std::env::var("TESTBED_DIR").unwrap_or_else(|_| "/var/tmp/rdpull-testbed".into()))
 }
 
-/// Run rdpull with `--root root` and the given arguments.
-pub fn rdpull(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rdpull"))
-        .arg("--root")
+/// The rdpull command with `--root root` and `args`, isolated from the machine's
+/// RDPULL_ROOT and docker config (no stray credentials).
+fn command(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rdpull"));
+    c.arg("--root")
         .arg(root)
         .args(args)
         .env_remove("RDPULL_ROOT")
-        // No credentials from whatever docker config the machine has.
-        .env("DOCKER_CONFIG", "/nonexistent/rdpull-tests")
-        .output()
-        .expect("run rdpull")
+        .env("DOCKER_CONFIG", "/nonexistent/rdpull-tests");
+    c
+}
+
+/// Run rdpull with `--root root` and the given arguments.
+pub fn rdpull(root: &Path, args: &[&str]) -> Output {
+    command(root, args).output().expect("run rdpull")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -106,12 +110,7 @@ pub fn snapshot_dirs(root: &Path) -> usize {
 
 /// Start rdpull with `--root root` and `args` in the background (stdout discarded).
 pub fn spawn(root: &Path, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_rdpull"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("RDPULL_ROOT")
-        .env("DOCKER_CONFIG", "/nonexistent/rdpull-tests")
+    command(root, args)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start rdpull")

@@ -106,21 +106,29 @@ impl FetchError {
 /// reqwest's own message hides the cause ("error decoding response body"); spell out the
 /// chain, and say plainly when a transfer stalled.
 fn describe(e: &reqwest::Error) -> String {
-    let mut s = if e.is_timeout() && !e.is_connect() {
+    let s = if e.is_timeout() && !e.is_connect() {
         "stalled: no data within the stall timeout".to_string()
     } else if e.is_timeout() {
         "connect timed out".to_string()
     } else {
         e.to_string()
     };
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
+    with_causes(s, std::error::Error::source(e))
+}
+
+/// `message` followed by every cause in the chain from `source` that it does not
+/// already spell out, joined by ": " (one line, no repetition).
+pub fn with_causes(
+    mut message: String,
+    mut source: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    while let Some(inner) = source {
         let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
+        if !message.contains(&m) {
+            message.push_str(": ");
+            message.push_str(&m);
         }
-        src = inner.source();
+        source = inner.source();
     }
-    s
+    message
 }

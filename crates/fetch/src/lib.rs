@@ -22,7 +22,7 @@ pub use auth::{parse_challenges, Challenge, Credentials, Secret};
 pub use blob::{BlobStream, ChunkPolicy, StreamBudget};
 pub use client::{ClientOptions, Registry, RetryPolicy};
 pub use endpoint::{Capability, EndpointSpec};
-pub use error::FetchError;
+pub use error::{with_causes, FetchError};
 pub use manifest::{resolve, BlobDescriptor, ResolvedImage};
 pub use platform::Platform;
 pub use reference::Reference;
