@@ -10,9 +10,14 @@ use rdpull_verify::{Digest, HashingReader, VerifyError};
 use crate::apply::{apply_tar, ApplyOptions, LayerStats};
 use crate::compression::{Compression, Decoder};
 use crate::error::UnpackError;
+use crate::pipe::{pipe, PumpError};
 
 /// Read-ahead between the compressed hash and the decompressor.
 const INPUT_BUF: usize = 256 << 10;
+/// Decompressed buffers in flight between the two threads of a layer, and their size.
+/// Chosen with `cargo bench --bench stages -- layer` (README, "Performance").
+const PIPE_DEPTH: usize = 4;
+const PIPE_BUFFER: usize = 256 << 10;
 
 /// What the manifest and config say a layer is.
 #[derive(Clone, Debug)]
@@ -72,19 +77,37 @@ pub fn unpack_layer<R: Read>(
         compression: compression.name(),
         source,
     })?;
-    let (decoder, decode_failed) = ErrorTap::new(decoder);
-    let mut tar = HashingReader::new(decoder, layer.diff_id.algorithm());
 
-    let applied = apply_tar(&mut tar, dir, options);
-    // The tar end marker is not the end of the stream: padding and the compressor's
-    // trailer follow, and both digests cover every byte.
-    let drained = match applied {
-        Ok(_) => tar.drain().map(|_| ()),
-        Err(_) => Ok(()),
-    };
+    // Two threads per layer: this one hashes the blob, decompresses and hashes the tar
+    // stream; the other applies it. In series they were one core's work, and the split
+    // that balances them best was measured (README, "Performance").
+    let mut tar = HashingReader::new(decoder, layer.diff_id.algorithm());
+    let (writer, mut reader) = pipe(PIPE_DEPTH, PIPE_BUFFER);
+    let (pumped, applied) = std::thread::scope(|s| {
+        let applier = std::thread::Builder::new()
+            .name("rdpull-apply".into())
+            .spawn_scoped(s, move || {
+                let applied = apply_tar(&mut reader, dir, options);
+                // The tar end marker is not the end of the stream: padding follows, and
+                // the DiffID covers every byte.
+                let drained = match applied {
+                    Ok(_) => io::copy(&mut reader, &mut io::sink()).map(|_| ()),
+                    Err(_) => Ok(()),
+                };
+                (applied, drained)
+            });
+        let pumped = writer.pump(&mut tar);
+        drop(writer);
+        let applied = applier.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        (pumped, applied)
+    });
+    let (applied, drained) = applied.map_err(|source| UnpackError::Root {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let (decoder, diff_id, _) = tar.into_parts();
     // Buffered-but-unread input was hashed already: the hash sits below the buffer.
-    let mut compressed = decoder.inner.into_inner().into_inner();
+    let mut compressed = decoder.into_inner().into_inner();
     let rest = compressed.drain();
 
     if let Some(why) = source_failed.borrow().clone() {
@@ -99,10 +122,10 @@ pub fn unpack_layer<R: Read>(
     compressed
         .verify(layer.digest, Some(layer.size))
         .map_err(UnpackError::Blob)?;
-    if let Some(why) = decode_failed.borrow().clone() {
+    if let Err(PumpError::Read(source)) = pumped {
         return Err(UnpackError::Decompress {
             compression: compression.name(),
-            source: io::Error::new(io::ErrorKind::InvalidData, why),
+            source,
         });
     }
     let stats = applied?;

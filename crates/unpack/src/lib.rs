@@ -15,7 +15,9 @@ mod error;
 mod layer;
 mod path;
 mod pax;
+mod pipe;
 mod root;
+mod uring;
 
 pub use apply::{apply_tar, ApplyOptions, LayerStats};
 pub use compression::{Compression, Decoder};
