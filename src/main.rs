@@ -106,8 +106,9 @@ struct Global {
     /// when the registry honours Range.
     #[arg(long, global = true, default_value_t = 32 << 20)]
     chunked_min_size: u64,
-    /// Chunk size in bytes.
-    #[arg(long, global = true, default_value_t = 8 << 20)]
+    /// Chunk size in bytes (4 MiB: same speed as 8 MiB on loopback, 23% less peak memory
+    /// pulling big:latest; README, "Performance").
+    #[arg(long, global = true, default_value_t = 4 << 20)]
     chunk_size: u64,
     /// Chunks of one blob in flight at most (memory per blob: (window - 1) x chunk size).
     #[arg(long, global = true, default_value_t = 4)]

@@ -64,7 +64,7 @@ impl Default for ChunkPolicy {
     fn default() -> Self {
         ChunkPolicy {
             min_size: 32 << 20,
-            chunk_size: 8 << 20,
+            chunk_size: 4 << 20,
             window: 4,
         }
     }
