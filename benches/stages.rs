@@ -91,6 +91,12 @@ fn hashing(c: &mut Criterion) {
     g.bench_function("sha2 (SHA-NI when present)", |b| {
         b.iter(|| sha2::Sha256::digest(&data))
     });
+    g.bench_function("aws-lc-rs", |b| {
+        b.iter(|| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &data))
+    });
+    g.bench_function("ring", |b| {
+        b.iter(|| ring::digest::digest(&ring::digest::SHA256, &data))
+    });
     g.finish();
 }
 
