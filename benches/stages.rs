@@ -11,6 +11,7 @@ use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rdpull_testkit::Tar;
+use rdpull_unpack::SmallFileWriter;
 use sha2::Digest as _;
 
 fn testbed() -> PathBuf {
@@ -165,12 +166,16 @@ fn tar_apply(c: &mut Criterion) {
             } else {
                 Throughput::Bytes(tar.len() as u64)
             });
-            for (writer, io_uring) in [("plain syscalls", false), ("io_uring", true)] {
-                if files == 1 && io_uring {
-                    continue; // large files never go through the ring
+            for (writer, small_files) in [
+                ("applying thread", SmallFileWriter::Inline),
+                ("2 worker threads", SmallFileWriter::Threads),
+                ("io_uring", SmallFileWriter::IoUring),
+            ] {
+                if files == 1 && small_files != SmallFileWriter::Inline {
+                    continue; // large files are always written by the applying thread
                 }
                 let options = rdpull_unpack::ApplyOptions {
-                    io_uring,
+                    small_files,
                     ..Default::default()
                 };
                 g.bench_with_input(BenchmarkId::new(writer, name), tar, |b, tar| {

@@ -12,7 +12,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
@@ -22,12 +22,12 @@ use crate::error::UnpackError;
 use crate::path::{clean, display, split};
 use crate::pax::{read_sparse_map_v1, PaxMeta, SparseHeader};
 use crate::root::{clear_slot, os, LayerRoot, Previous};
-use crate::uring::{FileRing, Finished, RingFile};
+use crate::small::{Finished, SmallFile, SmallFileWriter, SmallFiles};
 
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// Size of the copy buffer for file data.
 const COPY_BUF: usize = 256 << 10;
-/// Files up to this size may go through io_uring; larger ones are written in pieces.
+/// Files up to this size may go to a small-file writer; larger ones are written in pieces.
 const RING_MAX_FILE: u64 = 64 << 10;
 
 /// How to apply a layer.
@@ -35,16 +35,15 @@ const RING_MAX_FILE: u64 = 64 << 10;
 pub struct ApplyOptions {
     /// Set owners from the tar headers (needs root; without it files belong to the caller).
     pub same_owner: bool,
-    /// Create small files through io_uring where the kernel allows it (plain syscalls
-    /// otherwise). Off by default: see the README's measurements.
-    pub io_uring: bool,
+    /// Who creates small files (README, "Performance").
+    pub small_files: SmallFileWriter,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             same_owner: rustix::process::geteuid().is_root(),
-            io_uring: false,
+            small_files: SmallFileWriter::Inline,
         }
     }
 }
@@ -90,11 +89,7 @@ pub fn apply_tar<R: Read>(
         dir_times: Vec::new(),
         buf: vec![0; COPY_BUF],
         stats: LayerStats::default(),
-        ring: if options.io_uring {
-            FileRing::new()
-        } else {
-            None
-        },
+        small: SmallFiles::new(options.small_files),
         finished: Vec::new(),
         spare: Vec::new(),
     };
@@ -117,10 +112,10 @@ struct Applier {
     dir_times: Vec<(Vec<u8>, (i64, u32))>,
     buf: Vec<u8>,
     stats: LayerStats,
-    ring: Option<FileRing>,
-    /// Ring chains finished but not yet settled (mtime, or a redo).
+    small: Option<SmallFiles>,
+    /// Small files finished but not yet settled (mtime, or a redo).
     finished: Vec<Finished>,
-    /// Data buffers of settled ring files, for reuse.
+    /// Data buffers of settled small files, for reuse.
     spare: Vec<Vec<u8>>,
 }
 
@@ -164,7 +159,7 @@ impl Applier {
         };
         self.stats.entries += 1;
         let (parent, name) = split(&rel);
-        if self.ring.is_some() {
+        if self.small.is_some() {
             let small = matches!(kind, EntryType::Regular | EntryType::Continuous)
                 && !raw_path.ends_with(b"/")
                 && !name.starts_with(b".wh.")
@@ -175,10 +170,10 @@ impl Applier {
                 && !self.needs_chown(&meta)
                 && create_mode_is_exact(meta.mode);
             if small {
-                return self.ring_file(&rel, &mut e, &meta);
+                return self.small_file(&rel, &mut e, &meta);
             }
             // Anything else may depend on files still in flight.
-            self.settle_ring()?;
+            self.settle_small()?;
         }
         if let Some(target) = name.strip_prefix(b".wh.") {
             return self.whiteout(parent, target, &rel, &meta);
@@ -255,7 +250,7 @@ impl Applier {
         }
     }
 
-    fn parent_dir(&mut self, rel: &[u8]) -> Result<Rc<OwnedFd>, UnpackError> {
+    fn parent_dir(&mut self, rel: &[u8]) -> Result<Arc<OwnedFd>, UnpackError> {
         self.root
             .dir(split(rel).0)
             .map_err(entry_err(rel, "parent directory"))
@@ -302,7 +297,7 @@ impl Applier {
         if opaque {
             set_opaque(&fd).map_err(entry_err(rel, "set opaque"))?;
         }
-        self.root.remember(rel, Rc::new(fd));
+        self.root.remember(rel, Arc::new(fd));
         self.dir_times.push((rel.to_vec(), meta.mtime));
         Ok(())
     }
@@ -635,16 +630,16 @@ impl Applier {
         Ok(())
     }
 
-    /// A small new file, created through the ring (see `uring`).
-    fn ring_file<R: Read>(
+    /// A small new file, handed to the small-file writer (see `small`).
+    fn small_file<R: Read>(
         &mut self,
         rel: &[u8],
         data: &mut R,
         meta: &Meta,
     ) -> Result<(), UnpackError> {
-        let ring = self.ring.as_ref().expect("ring present");
-        if ring.conflicts(rel) {
-            self.settle_ring()?;
+        let small = self.small.as_ref().expect("small-file writer present");
+        if small.conflicts(rel) {
+            self.settle_small()?;
         }
         let parent = self.parent_dir(rel)?;
         let mut buf = self.spare.pop().unwrap_or_default();
@@ -653,7 +648,7 @@ impl Applier {
         let Ok(name) = std::ffi::CString::new(split(rel).1) else {
             return self.file(rel, &mut &buf[..], meta, None);
         };
-        let file = RingFile {
+        let file = SmallFile {
             parent,
             name,
             rel: rel.to_vec(),
@@ -661,25 +656,32 @@ impl Applier {
             mode: meta.mode,
             mtime: meta.mtime,
         };
-        let ring = self.ring.as_mut().expect("ring present");
-        ring.push(file, &mut self.finished);
+        let small = self.small.as_mut().expect("small-file writer present");
+        small.push(file, &mut self.finished);
         self.settle_finished()
     }
 
-    /// Wait for every file in the ring and settle it.
-    fn settle_ring(&mut self) -> Result<(), UnpackError> {
-        if let Some(ring) = self.ring.as_mut() {
-            if !ring.is_empty() {
-                ring.drain(&mut self.finished);
+    /// Wait for every small file in flight and settle it.
+    fn settle_small(&mut self) -> Result<(), UnpackError> {
+        if let Some(small) = self.small.as_mut() {
+            if !small.is_empty() {
+                small.drain(&mut self.finished);
             }
         }
         self.settle_finished()
     }
 
-    /// Set the mtime of ring files that were written, redo those whose name was taken.
+    /// Set the mtime of small files the writer could not set it on, redo those whose
+    /// name was taken.
     fn settle_finished(&mut self) -> Result<(), UnpackError> {
-        for Finished { file, failed } in std::mem::take(&mut self.finished) {
+        for Finished {
+            file,
+            failed,
+            mtime_set,
+        } in std::mem::take(&mut self.finished)
+        {
             match failed {
+                None if mtime_set => self.stats.file_bytes += file.data.len() as u64,
                 None => {
                     rfs::utimensat(
                         &*file.parent,
@@ -709,7 +711,7 @@ impl Applier {
     }
 
     fn finish(mut self) -> Result<LayerStats, UnpackError> {
-        self.settle_ring()?;
+        self.settle_small()?;
         // Deepest last-listed first; a directory replaced since is simply skipped.
         for (rel, t) in self.dir_times.iter().rev() {
             let fd = if rel.is_empty() {
@@ -717,7 +719,7 @@ impl Applier {
             } else {
                 let (p, n) = split(rel);
                 self.root.lookup_dir(p).and_then(|pfd| {
-                    Ok(Rc::new(rfs::openat(
+                    Ok(Arc::new(rfs::openat(
                         &pfd,
                         os(n),
                         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -744,7 +746,7 @@ fn set_opaque(fd: &impl std::os::fd::AsFd) -> io::Result<()> {
     Ok(rfs::fsetxattr(fd, OPAQUE_XATTR, b"y", XattrFlags::empty())?)
 }
 
-fn times((secs, nanos): (i64, u32)) -> Timestamps {
+pub(crate) fn times((secs, nanos): (i64, u32)) -> Timestamps {
     let t = Timespec {
         tv_sec: secs,
         tv_nsec: nanos as _,
@@ -769,7 +771,7 @@ fn libc_enoent() -> i32 {
 
 /// True when every byte is zero. Checked a 64-byte block at a time without an early exit
 /// inside a block, which the compiler turns into vector ORs.
-fn is_zero(b: &[u8]) -> bool {
+pub(crate) fn is_zero(b: &[u8]) -> bool {
     let mut chunks = b.chunks_exact(64);
     for c in &mut chunks {
         if c.iter().fold(0u8, |a, &x| a | x) != 0 {
@@ -796,12 +798,12 @@ fn create_mode_is_exact(mode: u32) -> bool {
 }
 
 /// Files at least this large have their writeback started as soon as they are written.
-const WRITEBACK_MIN: u64 = 32 << 10;
+pub(crate) const WRITEBACK_MIN: u64 = 32 << 10;
 
 /// Start writing `file`'s dirty pages to disk without waiting, so that the `syncfs`
 /// before commit finds most of the layer already written: the disk works while the
 /// rest of the layer is still being decompressed.
-fn start_writeback(file: &File) {
+pub(crate) fn start_writeback(file: &File) {
     // SAFETY: a plain syscall on a valid fd; failure only loses the head start.
     unsafe {
         libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);

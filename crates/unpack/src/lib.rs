@@ -16,7 +16,9 @@ mod layer;
 mod path;
 mod pax;
 mod pipe;
+mod pool;
 mod root;
+mod small;
 mod uring;
 
 pub use apply::{apply_tar, ApplyOptions, LayerStats};
@@ -25,3 +27,4 @@ pub use error::UnpackError;
 pub use layer::{unpack_layer, LayerDescriptor};
 pub use path::clean as clean_path;
 pub use root::remove_all;
+pub use small::SmallFileWriter;

@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -29,8 +29,8 @@ pub(crate) fn os(b: &[u8]) -> &OsStr {
 }
 
 pub(crate) struct LayerRoot {
-    root: Rc<OwnedFd>,
-    dirs: HashMap<Vec<u8>, Rc<OwnedFd>>,
+    root: Arc<OwnedFd>,
+    dirs: HashMap<Vec<u8>, Arc<OwnedFd>>,
     /// Directories created because an entry needed them as parents (no entry of their own).
     pub implicit: Vec<Vec<u8>>,
 }
@@ -43,18 +43,18 @@ impl LayerRoot {
             Mode::empty(),
         )?;
         Ok(LayerRoot {
-            root: Rc::new(fd),
+            root: Arc::new(fd),
             dirs: HashMap::new(),
             implicit: Vec::new(),
         })
     }
 
-    pub fn root_fd(&self) -> Rc<OwnedFd> {
+    pub fn root_fd(&self) -> Arc<OwnedFd> {
         self.root.clone()
     }
 
     /// The directory at `rel` (cleaned, relative), created with its missing parents.
-    pub fn dir(&mut self, rel: &[u8]) -> io::Result<Rc<OwnedFd>> {
+    pub fn dir(&mut self, rel: &[u8]) -> io::Result<Arc<OwnedFd>> {
         if rel.is_empty() {
             return Ok(self.root.clone());
         }
@@ -66,7 +66,7 @@ impl LayerRoot {
             Err(e) if e.kind() == io::ErrorKind::NotFound => self.walk_create(rel)?,
             Err(e) => return Err(e),
         };
-        let fd = Rc::new(fd);
+        let fd = Arc::new(fd);
         self.remember(rel, fd.clone());
         Ok(fd)
     }
@@ -91,7 +91,7 @@ impl LayerRoot {
     }
 
     /// Remember an open directory (one we just created, say) for later lookups.
-    pub fn remember(&mut self, rel: &[u8], fd: Rc<OwnedFd>) {
+    pub fn remember(&mut self, rel: &[u8], fd: Arc<OwnedFd>) {
         if self.dirs.len() >= DIR_CACHE_MAX {
             self.dirs.clear();
         }

@@ -7,40 +7,20 @@
 //! io_uring operation and must follow the write, so it is set with one `utimensat`
 //! when the chain completes.
 //!
-//! Ordering is kept by the caller: only new small files go through the ring, a file
-//! whose path (or an ancestor's) is still in flight waits for the ring to empty, and
-//! every other kind of entry empties it first. A chain whose `openat` finds the name
-//! taken is redone by the caller on the plain path, with the same result.
+//! Ordering is kept by [`crate::small`].
 
-use std::collections::HashSet;
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::rc::Rc;
+use std::os::fd::AsRawFd;
 
 use io_uring::{opcode, squeue, types, IoUring};
 use rustix::io::Errno;
 
+use crate::small::{Finished, SmallFile};
+
 /// Chains in flight at most; each holds one direct-descriptor slot.
 const SLOTS: u32 = 64;
 
-/// A file handed to the ring.
-pub(crate) struct RingFile {
-    pub parent: Rc<OwnedFd>,
-    pub name: CString,
-    pub rel: Vec<u8>,
-    pub data: Vec<u8>,
-    pub mode: u32,
-    pub mtime: (i64, u32),
-}
-
-/// A chain that finished: `failed` names the first operation that did not succeed.
-pub(crate) struct Finished {
-    pub file: RingFile,
-    pub failed: Option<(&'static str, Errno)>,
-}
-
 struct InFlight {
-    file: RingFile,
+    file: SmallFile,
     ops_left: u8,
     failed: Option<(&'static str, Errno)>,
 }
@@ -49,7 +29,6 @@ pub(crate) struct FileRing {
     ring: IoUring,
     free: Vec<u32>,
     slots: Vec<Option<InFlight>>,
-    paths: HashSet<Vec<u8>>,
     unsubmitted: usize,
 }
 
@@ -65,36 +44,14 @@ impl FileRing {
             ring,
             free: (0..SLOTS).rev().collect(),
             slots: (0..SLOTS).map(|_| None).collect(),
-            paths: HashSet::new(),
             unsubmitted: 0,
         })
     }
 
-    /// Is `rel`, or any directory above it, a file still in flight?
-    pub(crate) fn conflicts(&self, rel: &[u8]) -> bool {
-        if self.paths.is_empty() {
-            return false;
-        }
-        let mut end = rel.len();
-        loop {
-            if self.paths.contains(&rel[..end]) {
-                return true;
-            }
-            match rel[..end].iter().rposition(|&b| b == b'/') {
-                Some(i) => end = i,
-                None => return false,
-            }
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.paths.is_empty()
-    }
-
     /// Queue `file`; chains that finished meanwhile go to `done`.
-    pub(crate) fn push(&mut self, file: RingFile, done: &mut Vec<Finished>) {
+    pub(crate) fn push(&mut self, file: SmallFile, done: &mut Vec<Finished>) {
         if self.free.is_empty() {
-            self.reap(1, done);
+            self.wait(done);
         }
         let slot = self.free.pop().expect("a slot was reaped");
         let dest = types::DestinationSlot::try_from_slot_target(slot).expect("slot in range");
@@ -129,7 +86,6 @@ impl FileRing {
                 .build()
                 .user_data(u64::from(slot) << 2 | 2),
         );
-        self.paths.insert(file.rel.clone());
         self.slots[slot as usize] = Some(InFlight {
             ops_left: entries.len() as u8,
             file,
@@ -155,10 +111,12 @@ impl FileRing {
         self.collect(done);
     }
 
-    /// Wait until every chain has finished.
-    pub(crate) fn drain(&mut self, done: &mut Vec<Finished>) {
-        while !self.paths.is_empty() {
-            self.reap(1, done);
+    /// Wait for at least one chain to finish.
+    pub(crate) fn wait(&mut self, done: &mut Vec<Finished>) {
+        let before = done.len();
+        while done.len() == before {
+            self.submit(1);
+            self.collect(done);
         }
     }
 
@@ -172,14 +130,6 @@ impl FileRing {
             }
         }
         self.unsubmitted = 0;
-    }
-
-    fn reap(&mut self, at_least: usize, done: &mut Vec<Finished>) {
-        let before = done.len();
-        while done.len() < before + at_least {
-            self.submit(1);
-            self.collect(done);
-        }
     }
 
     fn collect(&mut self, done: &mut Vec<Finished>) {
@@ -203,11 +153,11 @@ impl FileRing {
             f.ops_left -= 1;
             if f.ops_left == 0 {
                 let f = self.slots[slot].take().expect("live slot");
-                self.paths.remove(&f.file.rel);
                 self.free.push(slot as u32);
                 done.push(Finished {
                     file: f.file,
                     failed: f.failed,
+                    mtime_set: false,
                 });
             }
         }
@@ -218,6 +168,8 @@ impl Drop for FileRing {
     fn drop(&mut self) {
         // The kernel may still read paths and buffers owned by `slots`.
         let mut done = Vec::new();
-        self.drain(&mut done);
+        while self.free.len() < SLOTS as usize {
+            self.wait(&mut done);
+        }
     }
 }

@@ -6,33 +6,44 @@ use std::path::Path;
 
 use rdpull_testkit::{listing, Hdr, Tar};
 use rdpull_unpack::{
-    apply_tar, unpack_layer, ApplyOptions, LayerDescriptor, LayerStats, UnpackError,
+    apply_tar, unpack_layer, ApplyOptions, LayerDescriptor, LayerStats, SmallFileWriter,
+    UnpackError,
 };
 use rdpull_verify::Digest;
 
-fn apply_with(tar: &[u8], dir: &Path, io_uring: bool) -> Result<LayerStats, UnpackError> {
+fn apply_with(
+    tar: &[u8],
+    dir: &Path,
+    small_files: SmallFileWriter,
+) -> Result<LayerStats, UnpackError> {
     let mut r = tar;
     let options = ApplyOptions {
-        io_uring,
+        small_files,
         ..ApplyOptions::default()
     };
     apply_tar(&mut r, dir, &options)
 }
 
-/// Apply with plain syscalls, and again through io_uring into a twin directory: the two
-/// must agree on the result, the tree and every mtime.
+/// Apply with every small file on the applying thread, and again with each other
+/// small-file writer into a twin directory: all must agree on the result, the tree and
+/// every mtime.
 fn apply(tar: &[u8], dir: &Path) -> Result<LayerStats, UnpackError> {
-    let plain = apply_with(tar, dir, false);
-    let twin = dir.with_file_name(format!(
-        "{}-uring",
-        dir.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::create_dir(&twin).unwrap();
-    let ring = apply_with(tar, &twin, true);
-    assert_eq!(format!("{plain:?}"), format!("{ring:?}"));
-    assert_eq!(listing(dir), listing(&twin));
-    assert_eq!(mtimes(dir), mtimes(&twin));
-    plain
+    let inline = apply_with(tar, dir, SmallFileWriter::Inline);
+    for (suffix, writer) in [
+        ("threads", SmallFileWriter::Threads),
+        ("uring", SmallFileWriter::IoUring),
+    ] {
+        let twin = dir.with_file_name(format!(
+            "{}-{suffix}",
+            dir.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::create_dir(&twin).unwrap();
+        let other = apply_with(tar, &twin, writer);
+        assert_eq!(format!("{inline:?}"), format!("{other:?}"), "{writer:?}");
+        assert_eq!(listing(dir), listing(&twin), "{writer:?}");
+        assert_eq!(mtimes(dir), mtimes(&twin), "{writer:?}");
+    }
+    inline
 }
 
 /// Mtimes that came from the tar (the fixtures' 2023 ones; implicit directories get
@@ -539,9 +550,8 @@ fn a_failed_download_is_reported_as_such() {
     assert_eq!(e, "download failed: connection reset by peer");
 }
 
-#[test]
-fn small_files_in_any_order_match_the_plain_writer() {
-    let s = sandbox();
+/// 300 small files over 7 directories, then one name written twice.
+fn small_files_tar() -> Tar {
     let mut t = Tar::default();
     for i in 0..300 {
         t.file(
@@ -551,6 +561,13 @@ fn small_files_in_any_order_match_the_plain_writer() {
     }
     t.file("twice", b"first");
     t.file("twice", b"second");
+    t
+}
+
+#[test]
+fn small_files_in_any_order_match_the_plain_writer() {
+    let s = sandbox();
+    let mut t = small_files_tar();
     t.file("empty", b"");
     t.file("becomes-dir", b"file");
     t.dir("becomes-dir");
@@ -567,21 +584,14 @@ fn small_files_in_any_order_match_the_plain_writer() {
     );
 
     let s = sandbox();
-    let mut t = Tar::default();
-    for i in 0..300 {
-        t.file(
-            &format!("d{}/f{i}", i % 7),
-            format!("content {i}").as_bytes(),
-        );
-    }
-    t.file("twice", b"first");
-    t.file("twice", b"second");
+    let mut t = small_files_tar();
     t.hardlink("link-to-twice", "twice");
     t.file("becomes-dir", b"file");
     t.dir("becomes-dir");
     t.file("becomes-dir/inside", b"x");
+    t.file("zeros", &[0u8; 5000]);
     let stats = apply(&t.finish(), &s.layer).unwrap();
-    assert_eq!(stats.entries, 306);
+    assert_eq!(stats.entries, 307);
     assert_eq!(
         std::fs::read(s.layer.join("link-to-twice")).unwrap(),
         b"second"
@@ -589,5 +599,9 @@ fn small_files_in_any_order_match_the_plain_writer() {
     assert_eq!(
         std::fs::read(s.layer.join("d3/f297")).unwrap(),
         b"content 297"
+    );
+    assert_eq!(
+        std::fs::read(s.layer.join("zeros")).unwrap(),
+        vec![0u8; 5000]
     );
 }
