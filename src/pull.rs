@@ -19,7 +19,7 @@ use rdpull_fetch::{
     resolve, BlobDescriptor, ClientOptions, FetchError, Platform, Reference, Registry,
     ResolvedImage, StreamBudget,
 };
-use rdpull_snapshot::{ChainId, ImageRecord, LayerRecord, Store, StoreError};
+use rdpull_snapshot::{ChainId, ImageRecord, LayerRecord, Store, StoreError, Writeback};
 use rdpull_unpack::{unpack_layer, ApplyOptions, LayerDescriptor};
 use rdpull_verify::Digest;
 use tokio::sync::{mpsc, watch};
@@ -30,6 +30,10 @@ use crate::progress::{LayerState, Progress};
 const MAX_CONFIG_SIZE: u64 = 16 << 20;
 /// Pieces between a download and its unpacker; the blob stream buffers another 32.
 const CHANNEL_CHUNKS: usize = 8;
+/// How often the store's filesystem is written back while layers unpack. At 1 s
+/// multi:latest pulled 10% faster (A/B, 6 ABBA cycles) and a debian-sized pull is over
+/// before the first one; 250 ms cost CPU that the unpack needed.
+const WRITEBACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1000);
 /// Label naming the process that owns an active snapshot (`pid:starttime`).
 const OWNER_LABEL: &str = "rdpull.io/owner";
 
@@ -134,6 +138,9 @@ pub async fn pull(
     let mut tasks = tokio::task::JoinSet::new();
     let mut prepared: BTreeMap<usize, String> = BTreeMap::new();
     let outcome = async {
+        // Dropped (stopped) when every layer has committed or the pull failed.
+        let _writeback =
+            (fetched_layers > 0).then(|| Writeback::start(store.root(), WRITEBACK_INTERVAL));
         let owner = owner_label();
         // Largest first: it takes the longest, and gets the first stream slots (and the
         // spare ones for its chunks).

@@ -13,9 +13,11 @@ mod error;
 mod flatten;
 mod images;
 mod store;
+mod writeback;
 
 pub use chain::ChainId;
 pub use error::StoreError;
 pub use flatten::{flatten, FlattenStats};
 pub use images::{ImageRecord, LayerRecord};
 pub use store::{Info, Kind, Mount, Store};
+pub use writeback::Writeback;
