@@ -4,7 +4,9 @@
 //! media type ([`Compression`]), applying a tar stream to a layer directory in overlayfs
 //! format ([`apply_tar`]: whiteouts as 0:0 devices, opaque directories as xattrs), and
 //! the verified composition of both ([`unpack_layer`]: compressed digest and size, then
-//! DiffID, checked as the bytes stream through). Every path is resolved inside the layer
+//! DiffID, checked as the bytes stream through, on two threads joined by a bounded pipe).
+//! Small files can be handed to other writers ([`SmallFileWriter`]: worker threads or
+//! io_uring), measured and kept off by default. Every path is resolved inside the layer
 //! directory as if it were `/` (openat2 `RESOLVE_IN_ROOT`), so a hostile layer cannot
 //! write outside it. It does not fetch blobs, decide where layer directories live, or
 //! commit them: that is the snapshot store's job.
