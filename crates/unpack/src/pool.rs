@@ -114,8 +114,7 @@ impl FilePool {
     }
 
     fn send(&mut self, worker: usize, done: &mut Vec<Finished>) {
-        let (batch, bytes) = std::mem::take(&mut self.pending[worker]);
-        let _ = bytes;
+        let (batch, _) = std::mem::take(&mut self.pending[worker]);
         if batch.is_empty() {
             return;
         }
