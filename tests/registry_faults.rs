@@ -6,7 +6,7 @@ mod common;
 
 use common::{fails, ok, rdpull, snapshot_dirs, snapshots, stdout};
 use rdpull_testkit::registry::{
-    gzip, one_file_layer, sha256, FakeRegistry, Reply, LAYER_GZIP, OCI_MANIFEST,
+    gzip, one_file_layer, sha256, FakeRegistry, Pushed, Reply, LAYER_GZIP, OCI_MANIFEST,
 };
 use rdpull_testkit::{listing, Tar};
 
@@ -18,6 +18,19 @@ fn pull(reg: &FakeRegistry, root: &std::path::Path, image: &str) -> std::process
 }
 
 /// After a failed pull: no active snapshot and no directory beyond the committed ones.
+/// Make layer `i` of `app` send half its blob, then hang. Returns the blob's path.
+fn stall_halfway(reg: &FakeRegistry, p: &Pushed, i: usize) -> String {
+    let path = FakeRegistry::blob_path("app", &p.layer_digests[i]);
+    reg.set(
+        &path,
+        Reply::Stall {
+            body: p.blobs[i].clone(),
+            send: p.blobs[i].len() / 2,
+        },
+    );
+    path
+}
+
 fn assert_clean(root: &std::path::Path) {
     let (committed, active) = snapshots(root);
     assert!(active.is_empty(), "active snapshots left: {active:?}");
@@ -342,14 +355,7 @@ fn killed_pull_leaves_nothing_committed_and_the_rerun_completes() {
         )
         .finish();
     let p = reg.push("app", "v1", std::slice::from_ref(&tar));
-    let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
-    reg.set(
-        &path,
-        Reply::Stall {
-            body: p.blobs[0].clone(),
-            send: p.blobs[0].len() / 2,
-        },
-    );
+    let path = stall_halfway(&reg, &p, 0);
     let root = tempfile::tempdir().unwrap();
     let image = format!("{}/app:v1", reg.addr);
     let mut child = common::spawn(root.path(), &["--plain-http", "pull", &image]);
@@ -468,14 +474,7 @@ fn a_failed_layer_cancels_the_others() {
     let reg = FakeRegistry::start();
     let big = Tar::default().file("big", &vec![7u8; 3 << 20]).finish();
     let p = reg.push("app", "v1", &[big, one_file_layer("b", b"2")]);
-    let stalled = FakeRegistry::blob_path("app", &p.layer_digests[0]);
-    reg.set(
-        &stalled,
-        Reply::Stall {
-            body: p.blobs[0].clone(),
-            send: p.blobs[0].len() / 2,
-        },
-    );
+    stall_halfway(&reg, &p, 0);
     reg.set(
         &FakeRegistry::blob_path("app", &p.layer_digests[1]),
         Reply::Status(500),
@@ -522,14 +521,7 @@ fn killed_pull_keeps_committed_layers() {
         })
         .collect();
     let p = reg.push("app", "v1", &tars);
-    let top = FakeRegistry::blob_path("app", &p.layer_digests[2]);
-    reg.set(
-        &top,
-        Reply::Stall {
-            body: p.blobs[2].clone(),
-            send: p.blobs[2].len() / 2,
-        },
-    );
+    let top = stall_halfway(&reg, &p, 2);
     let root = tempfile::tempdir().unwrap();
     let image = format!("{}/app:v1", reg.addr);
     let mut child = common::spawn(root.path(), &["--plain-http", "pull", &image]);
