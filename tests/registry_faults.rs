@@ -18,6 +18,18 @@ fn pull(reg: &FakeRegistry, root: &std::path::Path, image: &str) -> std::process
 }
 
 /// After a failed pull: no active snapshot and no directory beyond the committed ones.
+/// `rdpull unpack` of `image` (on `reg`) into `dir`, with the store at `root`.
+fn unpack(reg: &FakeRegistry, root: &std::path::Path, image: &str, dir: &std::path::Path) {
+    ok(rdpull(
+        root,
+        &[
+            "unpack",
+            &format!("{}/{image}", reg.addr),
+            dir.to_str().unwrap(),
+        ],
+    ));
+}
+
 /// Make layer `i` of `app` send half its blob, then hang. Returns the blob's path.
 fn stall_halfway(reg: &FakeRegistry, p: &Pushed, i: usize) -> String {
     let path = FakeRegistry::blob_path("app", &p.layer_digests[i]);
@@ -327,14 +339,7 @@ fn failure_keeps_committed_layers_and_the_retry_fetches_only_the_rest() {
         );
     }
     let dir = root.path().join("rootfs");
-    ok(rdpull(
-        root.path(),
-        &[
-            "unpack",
-            &format!("{}/app:v1", reg.addr),
-            dir.to_str().unwrap(),
-        ],
-    ));
+    unpack(&reg, root.path(), "app:v1", &dir);
     assert_eq!(
         listing(&dir),
         vec!["/f0 f 0644 0:0 0", "/f1 f 0644 0:0 1", "/f2 f 0644 0:0 2"]
@@ -422,14 +427,7 @@ fn hostile_layers_write_nothing_outside_the_root() {
     let before = listing(sandbox.path());
     ok(pull(&reg, &root, "evil:all"));
     let dir = sandbox.path().join("rootfs");
-    ok(rdpull(
-        &root,
-        &[
-            "unpack",
-            &format!("{}/evil:all", reg.addr),
-            dir.to_str().unwrap(),
-        ],
-    ));
+    unpack(&reg, &root, "evil:all", &dir);
     let outside: Vec<String> = listing(sandbox.path())
         .into_iter()
         .filter(|l| !l.starts_with("/store") && !l.starts_with("/rootfs"))
@@ -552,14 +550,7 @@ fn killed_pull_keeps_committed_layers() {
     );
     assert_eq!(snapshots(root.path()).0.len(), 3);
     let dir = root.path().join("rootfs");
-    ok(rdpull(
-        root.path(),
-        &[
-            "unpack",
-            &format!("{}/app:v1", reg.addr),
-            dir.to_str().unwrap(),
-        ],
-    ));
+    unpack(&reg, root.path(), "app:v1", &dir);
     assert_eq!(
         listing(&dir),
         vec![
