@@ -167,8 +167,7 @@ impl Applier {
                 && pax.sparse.is_none()
                 && e.size() <= RING_MAX_FILE
                 && meta.xattrs.is_empty()
-                && !self.needs_chown(&meta)
-                && create_mode_is_exact(meta.mode);
+                && self.mode_at_create(&meta);
             if small {
                 return self.small_file(&rel, &mut e, &meta);
             }
@@ -311,9 +310,7 @@ impl Applier {
     ) -> Result<(), UnpackError> {
         let parent = self.parent_dir(rel)?;
         let name = split(rel).1;
-        // Created with its final mode when the umask cannot strip a bit of it and no
-        // chown follows (chown clears setuid/setgid): one fchmod per file saved.
-        let mode_at_create = !self.needs_chown(meta) && create_mode_is_exact(meta.mode);
+        let mode_at_create = self.mode_at_create(meta);
         let create_mode = if mode_at_create { meta.mode } else { 0o600 };
         let (fd, _) = self.create(&parent, name, rel, "create", |p, n| {
             rfs::openat(
@@ -340,6 +337,12 @@ impl Applier {
         self.fd_meta(&file, meta, rel, !mode_at_create)?;
         rfs::futimens(&file, &times(meta.mtime)).map_err(errno("set mtime", rel))?;
         Ok(())
+    }
+
+    /// Can the file be created with its final mode? Yes when the umask cannot strip a
+    /// bit of it and no chown follows (chown clears setuid/setgid): no fchmod then.
+    fn mode_at_create(&self, meta: &Meta) -> bool {
+        !self.needs_chown(meta) && create_mode_is_exact(meta.mode)
     }
 
     fn needs_chown(&self, meta: &Meta) -> bool {
