@@ -7,16 +7,10 @@
 //!
 //!     cargo bench --bench pull
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-
-fn testbed() -> PathBuf {
-    std::env::var_os("RDPULL_TESTBED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testbed"))
-}
+use rdpull_testkit::testbed;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -31,16 +25,14 @@ fn run(cmd: &mut Command) -> String {
 /// Uncompressed size of `image` (the sum of its layers' tar streams).
 fn uncompressed(reference: &str) -> u64 {
     let out = run(Command::new("python3")
-        .arg(testbed().join("regtool.py"))
+        .arg(testbed::scripts().join("regtool.py"))
         .args(["usize", reference]));
     out.trim().parse().unwrap()
 }
 
 fn pull(c: &mut Criterion) {
-    run(Command::new("bash").arg(testbed().join("registry-up")));
-    run(Command::new("bash")
-        .arg(testbed().join("make-images"))
-        .args(["debian", "variants", "multi"]));
+    testbed::run("registry-up", &[]);
+    testbed::run("make-images", &["debian", "variants", "multi"]);
     let mut g = c.benchmark_group("pull (store on tmpfs)");
     g.sample_size(10);
     for image in ["debian:bookworm", "debian:bookworm-zstd", "multi:latest"] {

@@ -6,19 +6,13 @@
 //!
 //!     cargo bench --bench stages
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rdpull_testkit::Tar;
+use rdpull_testkit::{testbed, Tar};
 use rdpull_unpack::SmallFileWriter;
 use sha2::Digest as _;
-
-fn testbed() -> PathBuf {
-    std::env::var_os("RDPULL_TESTBED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testbed"))
-}
 
 /// The single layer blob of `image` on the testbed registry, cached under target/.
 fn layer_blob(image: &str) -> Vec<u8> {
@@ -28,19 +22,10 @@ fn layer_blob(image: &str) -> Vec<u8> {
     if let Ok(b) = std::fs::read(&file) {
         return b;
     }
-    for step in [
-        vec!["registry-up"],
-        vec!["make-images", "debian", "variants"],
-    ] {
-        let st = Command::new("bash")
-            .arg(testbed().join(step[0]))
-            .args(&step[1..])
-            .status()
-            .unwrap();
-        assert!(st.success(), "testbed {step:?}");
-    }
+    testbed::run("registry-up", &[]);
+    testbed::run("make-images", &["debian", "variants"]);
     let out = Command::new("python3")
-        .arg(testbed().join("regtool.py"))
+        .arg(testbed::scripts().join("regtool.py"))
         .args(["layers", &format!("127.0.0.1:5000/{image}")])
         .output()
         .unwrap();

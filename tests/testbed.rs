@@ -22,24 +22,11 @@ static DEBIAN_REPO: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn setup() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let run = |args: &[&str]| {
-            let st = Command::new("bash")
-                .arg(testbed().join(args[0]))
-                .args(&args[1..])
-                .status()
-                .unwrap();
-            assert!(st.success(), "testbed {args:?} failed");
-        };
-        run(&["registry-up"]);
-        run(&[
+        rdpull_testkit::testbed::run("registry-up", &[]);
+        rdpull_testkit::testbed::run(
             "make-images",
-            "debian",
-            "variants",
-            "multi",
-            "multiarch",
-            "evil",
-            "edge",
-        ]);
+            &["debian", "variants", "multi", "multiarch", "evil", "edge"],
+        );
         // The pull-through cache (:5446) and the client-certificate registry (:5447).
         let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-extra");
         let st = Command::new("bash")

@@ -6,12 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The testbed scripts: `$RDPULL_TESTBED` or `../shared/testbed` beside the checkout.
-pub fn testbed() -> PathBuf {
-    match std::env::var_os("RDPULL_TESTBED") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testbed"),
-    }
-}
+pub use rdpull_testkit::testbed::scripts as testbed;
 
 pub fn testbed_dir() -> PathBuf {
     PathBuf::from(std::env::var("TESTBED_DIR").unwrap_or_else(|_| "/var/tmp/rdpull-testbed".into()))

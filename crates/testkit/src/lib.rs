@@ -1,8 +1,10 @@
 //! Test helpers for rdpull's crates: a raw tar writer that can write any name (hostile
-//! ones included, which well-behaved tar builders refuse), a compact tree lister, and
-//! [`registry::FakeRegistry`], an in-process registry that misbehaves on request.
+//! ones included, which well-behaved tar builders refuse), a compact tree lister,
+//! [`registry::FakeRegistry`], an in-process registry that misbehaves on request, and
+//! the way to the shared testbed's scripts ([`testbed`]).
 
 pub mod registry;
+pub mod testbed;
 
 /// `n` bytes of xorshift noise from `seed`: incompressible, deterministic test data.
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {
