@@ -14,6 +14,7 @@
 mod apply;
 mod compression;
 mod error;
+mod igzip;
 mod layer;
 mod path;
 mod pax;
