@@ -64,6 +64,61 @@ fn drain(r: &mut impl std::io::Read) -> usize {
     }
 }
 
+/// zlib-ng through its native API (libz-ng-sys): gzip members inflated into `out` piece by
+/// piece, as `drain` does for the streaming readers. Returns the bytes produced.
+fn zlib_ng_gunzip(gz: &[u8], out: &mut [u8]) -> usize {
+    use libz_ng_sys as z;
+    use std::ptr::null_mut;
+    unsafe extern "C" fn zalloc(_: z::voidpf, items: z::uInt, size: z::uInt) -> z::voidpf {
+        // SAFETY: plain C allocation, freed by `zfree`.
+        unsafe { libc::calloc(items as usize, size as usize) }
+    }
+    unsafe extern "C" fn zfree(_: z::voidpf, p: z::voidpf) {
+        // SAFETY: `p` came from `zalloc`.
+        unsafe { libc::free(p) }
+    }
+    let mut s = z::z_stream {
+        next_in: gz.as_ptr().cast_mut(),
+        avail_in: gz.len() as z::uInt,
+        total_in: 0,
+        next_out: null_mut(),
+        avail_out: 0,
+        total_out: 0,
+        msg: null_mut(),
+        state: null_mut(),
+        zalloc,
+        zfree,
+        opaque: null_mut(),
+        data_type: 0,
+        adler: 0,
+        reserved: 0,
+    };
+    let size = std::mem::size_of::<z::z_stream>() as i32;
+    // SAFETY: `s` is a valid stream; 15 + 16 selects the gzip wrapper.
+    let ret = unsafe { z::inflateInit2_(&mut s, 15 + 16, z::zlibVersion(), size) };
+    assert_eq!(ret, z::Z_OK);
+    let mut total = 0;
+    loop {
+        s.next_out = out.as_mut_ptr();
+        s.avail_out = out.len() as z::uInt;
+        // SAFETY: next_in/next_out describe live buffers of the stated lengths.
+        let ret = unsafe { z::inflate(&mut s, z::Z_NO_FLUSH) };
+        total += out.len() - s.avail_out as usize;
+        match ret {
+            z::Z_OK => {}
+            // Another member may follow, as in a multi-member layer.
+            z::Z_STREAM_END if s.avail_in > 0 => {
+                assert_eq!(unsafe { z::inflateReset(&mut s) }, z::Z_OK)
+            }
+            z::Z_STREAM_END => break,
+            other => panic!("zlib-ng inflate: {other}"),
+        }
+    }
+    // SAFETY: initialised above.
+    unsafe { z::inflateEnd(&mut s) };
+    total
+}
+
 /// The raw deflate stream of a single-member gzip file (RFC 1952 header skipped).
 fn deflate_payload(gz: &[u8]) -> &[u8] {
     let flags = gz[3];
@@ -116,6 +171,10 @@ fn inflate(c: &mut Criterion) {
             let mut d = flate2::bufread::MultiGzDecoder::new(&gz[..]);
             drain(&mut d)
         })
+    });
+    g.bench_function("zlib-ng, streaming", |b| {
+        let mut out = vec![0u8; 256 << 10];
+        b.iter(|| assert_eq!(zlib_ng_gunzip(&gz, &mut out), out_len))
     });
     let raw = deflate_payload(&gz);
     g.bench_function("miniz_oxide, whole buffer", |b| {
