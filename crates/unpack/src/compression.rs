@@ -3,7 +3,6 @@
 use std::io::{self, BufRead, Read};
 
 use crate::error::UnpackError;
-use crate::igzip::IgzipDecoder;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -43,7 +42,8 @@ impl Compression {
 /// A decompressing reader that can hand back its input (to finish hashing it).
 pub enum Decoder<R: BufRead> {
     Plain(R),
-    Gzip(IgzipDecoder<R>),
+    // Multi-member, as Go's gzip reader (containerd, Docker) reads layers.
+    Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
@@ -51,7 +51,9 @@ impl<R: BufRead> Decoder<R> {
     pub fn new(compression: Compression, input: R) -> io::Result<Decoder<R>> {
         Ok(match compression {
             Compression::None => Decoder::Plain(input),
-            Compression::Gzip => Decoder::Gzip(IgzipDecoder::new(input)),
+            Compression::Gzip => {
+                Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(input)))
+            }
             Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(input)?),
         })
     }

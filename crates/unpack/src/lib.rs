@@ -14,7 +14,6 @@
 mod apply;
 mod compression;
 mod error;
-mod igzip;
 mod layer;
 mod path;
 mod pax;
