@@ -57,7 +57,7 @@ fn drain(r: &mut impl std::io::Read) -> usize {
     drain_into(r, |_| {})
 }
 
-/// `drain`, handing each piece to `each` while it is still in cache (the DiffID hash).
+/// `drain`, handing each piece to `each` as it comes (the DiffID hash, in the fused group).
 fn drain_into(r: &mut impl std::io::Read, mut each: impl FnMut(&[u8])) -> usize {
     let mut buf = vec![0u8; 256 << 10];
     let mut total = 0;
@@ -144,6 +144,7 @@ fn zlib_ng_gunzip(gz: &[u8], out: &mut [u8]) -> usize {
             z::Z_OK => {}
             // Another member may follow, as in a multi-member layer.
             z::Z_STREAM_END if s.avail_in > 0 => {
+                // SAFETY: the stream is initialised.
                 assert_eq!(unsafe { z::inflateReset(&mut s) }, z::Z_OK)
             }
             z::Z_STREAM_END => break,
@@ -222,7 +223,7 @@ fn inflate(c: &mut Criterion) {
     g.finish();
 
     // What a layer's decoding thread does with each piece: inflate it, then hash it for the
-    // DiffID while it is in cache. This, not inflate alone, decided the backend.
+    // DiffID. This, not inflate alone, decided the backend (README, "Performance").
     let mut g = c.benchmark_group("inflate + sha256 debian layer");
     g.sample_size(10)
         .throughput(Throughput::Bytes(out_len as u64));
