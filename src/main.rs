@@ -104,14 +104,13 @@ struct Global {
     stall_timeout: u64,
     /// Blobs at least this large (bytes) are fetched in chunks over several connections
     /// when the registry honours Range.
-    #[arg(long, global = true, default_value_t = 32 << 20)]
+    #[arg(long, global = true, default_value_t = ChunkPolicy::default().min_size)]
     chunked_min_size: u64,
-    /// Chunk size in bytes (4 MiB: same speed as 8 MiB on loopback, 23% less peak memory
-    /// pulling big:latest; README, "Performance").
-    #[arg(long, global = true, default_value_t = 4 << 20)]
+    /// Chunk size in bytes.
+    #[arg(long, global = true, default_value_t = ChunkPolicy::default().chunk_size)]
     chunk_size: u64,
     /// Chunks of one blob in flight at most (memory per blob: (window - 1) x chunk size).
-    #[arg(long, global = true, default_value_t = 4)]
+    #[arg(long, global = true, default_value_t = ChunkPolicy::default().window)]
     chunk_window: usize,
     /// Print only the image reference.
     #[arg(long, short, global = true)]

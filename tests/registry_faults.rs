@@ -17,7 +17,6 @@ fn pull(reg: &FakeRegistry, root: &std::path::Path, image: &str) -> std::process
     )
 }
 
-/// After a failed pull: no active snapshot and no directory beyond the committed ones.
 /// `rdpull unpack` of `image` (on `reg`) into `dir`, with the store at `root`.
 fn unpack(reg: &FakeRegistry, root: &std::path::Path, image: &str, dir: &std::path::Path) {
     ok(rdpull(
@@ -43,6 +42,7 @@ fn stall_halfway(reg: &FakeRegistry, p: &Pushed, i: usize) -> String {
     path
 }
 
+/// After a failed pull: no active snapshot and no directory beyond the committed ones.
 fn assert_clean(root: &std::path::Path) {
     let (committed, active) = snapshots(root);
     assert!(active.is_empty(), "active snapshots left: {active:?}");

@@ -64,6 +64,8 @@ impl Default for ChunkPolicy {
     fn default() -> Self {
         ChunkPolicy {
             min_size: 32 << 20,
+            // 4 MiB: the same speed as 8 MiB on loopback, 23% less peak memory pulling
+            // big:latest (README, "Performance").
             chunk_size: 4 << 20,
             window: 4,
         }
