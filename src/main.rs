@@ -109,9 +109,12 @@ struct Global {
     /// Chunk size in bytes.
     #[arg(long, global = true, default_value_t = ChunkPolicy::default().chunk_size)]
     chunk_size: u64,
-    /// Chunks of one blob in flight at most (memory per blob: (window - 1) x chunk size).
+    /// Chunks of one blob in flight at most, the streaming one included.
     #[arg(long, global = true, default_value_t = ChunkPolicy::default().window)]
     chunk_window: usize,
+    /// Bytes that prefetched chunks, of all layers together, may hold at once.
+    #[arg(long, global = true, default_value_t = ChunkPolicy::default().memory)]
+    chunk_memory: u64,
     /// Print only the image reference.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -236,6 +239,7 @@ fn pull_options(g: &Global) -> Result<pull::PullOptions, BoxError> {
                 min_size: g.chunked_min_size,
                 chunk_size: g.chunk_size.max(1),
                 window: g.chunk_window,
+                memory: g.chunk_memory,
             },
             stall_timeout: Duration::from_secs(g.stall_timeout.max(1)),
             ..ClientOptions::default()

@@ -133,7 +133,7 @@ pub async fn pull(
         );
     }
 
-    let budget = StreamBudget::new(opts.parallel);
+    let budget = StreamBudget::new(opts.parallel, opts.client.chunks.memory);
     let (cancel, cancelled) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut prepared: BTreeMap<usize, String> = BTreeMap::new();

@@ -279,7 +279,8 @@ fn a_large_blob_is_fetched_over_several_connections() {
 }
 
 /// Memory stays bounded whatever the blob size: a 2 GiB layer, fetched in 8 MiB chunks
-/// with a window of 4, must not make rdpull's peak RSS grow with it.
+/// with a window of 4 and 24 MiB for prefetched chunks, must not make rdpull's peak RSS
+/// grow with it.
 #[test]
 fn memory_stays_bounded_for_a_multi_gib_blob() {
     const SIZE: usize = 2 << 30;
@@ -306,6 +307,8 @@ fn memory_stays_bounded_for_a_multi_gib_blob() {
             &(8 << 20).to_string(),
             "--chunk-window",
             "4",
+            "--chunk-memory",
+            &(24 << 20).to_string(),
         ])
         .args(["pull", &format!("{}/big:v1", reg.addr)])
         .spawn()
@@ -325,11 +328,11 @@ fn memory_stays_bounded_for_a_multi_gib_blob() {
     };
     assert!(status.success());
     let peak = peak_kib << 10;
-    // Chunk buffers: up to `window - 1` prefetched, one being handed on in slices, and
-    // the one before it still referenced by slices in the channels: window + 1 of 8 MiB.
-    // Channels: 32 + 8 pieces of at most 256 KiB. The program itself (runtime, TLS,
-    // per-thread allocator arenas, buffers): under 64 MiB. None of it grows with the blob.
-    let bound = (4 + 1) * (8 << 20) + (32 + 8) * (256 << 10) + (64 << 20);
+    // Prefetched chunk buffers, including those still referenced by slices in the
+    // channels: the 24 MiB chunk memory. The streamed chunk's pieces: 32 + 8 of at most
+    // 256 KiB in the channels. The program itself (runtime, TLS, per-thread allocator
+    // arenas, buffers): under 64 MiB. None of it grows with the blob.
+    let bound = (24 << 20) + (32 + 8) * (256 << 10) + (64 << 20);
     assert!(peak > 0, "no RSS reading");
     assert!(
         peak < bound,

@@ -7,11 +7,22 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use proptest::prelude::*;
 use rdpull_fetch::{
-    BlobDescriptor, ChunkPolicy, ClientOptions, Reference, Registry, RetryPolicy, StreamBudget,
+    BlobDescriptor, BlobStream, ChunkPolicy, ClientOptions, Reference, Registry, RetryPolicy,
+    StreamBudget,
 };
 use rdpull_testkit::registry::{FakeRegistry, Fault};
 
 async fn download(reg: &FakeRegistry, data: &[u8], chunks: ChunkPolicy, streams: usize) -> Vec<u8> {
+    let mut stream = open(reg, data, chunks, streams).await;
+    let mut out = Vec::with_capacity(data.len());
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+/// Start downloading `data` (put into `reg` first) under a budget of `streams`.
+async fn open(reg: &FakeRegistry, data: &[u8], chunks: ChunkPolicy, streams: usize) -> BlobStream {
     let digest = reg.put_blob("r", data);
     let reference: Reference = format!("{}/r:t", reg.addr).parse().unwrap();
     let options = ClientOptions {
@@ -21,23 +32,18 @@ async fn download(reg: &FakeRegistry, data: &[u8], chunks: ChunkPolicy, streams:
             backoff_base: Duration::from_millis(1),
             ..RetryPolicy::default()
         },
+        stall_timeout: Duration::from_secs(2),
         ..ClientOptions::default()
     };
+    let chunks_memory = options.chunks.memory;
     let registry = Arc::new(Registry::connect(&reference, options).await.unwrap());
     let desc = BlobDescriptor {
         digest: digest.parse().unwrap(),
         size: data.len() as u64,
         media_type: "application/octet-stream".into(),
     };
-    let mut stream = registry
-        .blob("r", &desc, &StreamBudget::new(streams))
-        .await
-        .unwrap();
-    let mut out = Vec::with_capacity(data.len());
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk.unwrap());
-    }
-    out
+    let budget = StreamBudget::new(streams, chunks_memory);
+    registry.blob("r", &desc, &budget).await.unwrap()
 }
 
 proptest! {
@@ -49,6 +55,7 @@ proptest! {
         chunk_size in 1u64..400_000,
         window in 1usize..6,
         streams in 1usize..6,
+        memory in 0u64..1_000_000,
         delays in proptest::collection::vec(0u64..20, 0..12),
         truncations in proptest::collection::vec(proptest::option::of(1usize..50_000), 0..6),
         seed in any::<u64>(),
@@ -66,7 +73,7 @@ proptest! {
             }
         }
         reg.faults(&path, faults);
-        let policy = ChunkPolicy { min_size: 1, chunk_size, window };
+        let policy = ChunkPolicy { min_size: 1, chunk_size, window, memory };
         let got = rt.block_on(download(&reg, &data, policy, streams));
         prop_assert_eq!(got.len(), data.len());
         prop_assert!(got == data, "reassembled bytes differ");
@@ -81,6 +88,7 @@ async fn prefetch_uses_spare_streams_only() {
         min_size: 1,
         chunk_size: 64 << 10,
         window: 4,
+        memory: 1 << 20,
     };
     // One stream in the budget: no spare slot, so every chunk streams in turn.
     let got = download(&reg, &data, policy, 1).await;
@@ -88,4 +96,45 @@ async fn prefetch_uses_spare_streams_only() {
     let path = FakeRegistry::blob_path("r", &rdpull_testkit::registry::sha256(&data));
     assert_eq!(reg.hits(&path), 16);
     assert_eq!(reg.sent(&path), data.len());
+}
+
+/// Prefetched chunks never hold more than the budget's memory, however wide the window.
+/// The first chunk's response stalls, so the download waits on it while prefetching:
+/// with room for one chunk, only one prefetch is requested; room for three fills the
+/// window. The stalled chunk then resumes and the blob arrives whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn prefetch_stays_within_the_memory_budget() {
+    const CHUNK: u64 = 64 << 10;
+    for (memory, prefetches) in [(CHUNK, 1), (3 * CHUNK, 3)] {
+        let reg = FakeRegistry::start();
+        let data = rdpull_testkit::noise(16 * CHUNK as usize, memory);
+        let path = FakeRegistry::blob_path("r", &rdpull_testkit::registry::sha256(&data));
+        reg.faults(&path, vec![Fault::Stall(1024)]);
+        let policy = ChunkPolicy {
+            min_size: 1,
+            chunk_size: CHUNK,
+            window: 4,
+            memory,
+        };
+        let mut stream = open(&reg, &data, policy, 8).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while reg.hits(&path) < 1 + prefetches && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Time for a prefetch beyond the budget to show up, if one were made; the stall
+        // lasts until the 2 s stall timeout.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(reg.hits(&path), 1 + prefetches, "memory budget {memory}");
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(
+            out == data,
+            "memory budget {memory}: reassembled bytes differ"
+        );
+        // 16 chunks, and the stalled one asked for again from byte 1024.
+        assert_eq!(reg.hits(&path), 17);
+        assert_eq!(reg.sent(&path), data.len());
+    }
 }
