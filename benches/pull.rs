@@ -1,9 +1,9 @@
 //! Whole pulls, as a user runs them: the `rdpull` binary against the testbed's loopback
 //! registry (started and filled by the bench itself), into a fresh store each iteration.
 //! The store lives on /dev/shm so the figure is the pipeline's own cost (network, hashing,
-//! decompression, tar application, commit) and not this VM's disk, whose `discard`
-//! mount makes back-to-back runs drift (README). `scripts/bench-compare` covers the
-//! on-disk pull next to the peer tools.
+//! decompression, tar application, commit) and not this VM's disk, whose ext4 (no
+//! journal) creates files slowly for minutes after a large delete, so back-to-back runs
+//! drift (README). `scripts/bench-compare` covers the on-disk pull next to the peer tools.
 //!
 //!     cargo bench --bench pull
 

@@ -2,7 +2,7 @@
 //! (README, "Performance"). Inputs: the testbed's debian:bookworm layer (gzip and zstd),
 //! fetched once from the registry that `../shared/testbed/registry-up` starts; synthetic
 //! tars for tar application. Tar application writes to /dev/shm so that the numbers are
-//! the unpacker's CPU and syscall cost, not this VM's disk (see the README's discard note).
+//! the unpacker's CPU and syscall cost, not this VM's disk (see the README's note on deleted inodes).
 //!
 //!     cargo bench --bench stages
 
@@ -300,8 +300,8 @@ fn tar_apply(c: &mut Criterion) {
                     ..Default::default()
                 };
                 g.bench_with_input(BenchmarkId::new(writer, name), tar, |b, tar| {
-                    // Trees are removed only after the group: on this VM's ext4
-                    // (`discard`) creating files right after a large delete is several
+                    // Trees are removed only after the group: on this VM's ext4 (no
+                    // journal) creating files right after a large delete is several
                     // times slower, which would measure the previous iteration's rm.
                     b.iter_custom(|iters| {
                         let mut took = std::time::Duration::ZERO;
