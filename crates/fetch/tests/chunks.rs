@@ -32,7 +32,7 @@ async fn open(reg: &FakeRegistry, data: &[u8], chunks: ChunkPolicy, streams: usi
             backoff_base: Duration::from_millis(1),
             ..RetryPolicy::default()
         },
-        stall_timeout: Duration::from_secs(2),
+        stall_timeout: Duration::from_secs(4),
         ..ClientOptions::default()
     };
     let chunks_memory = options.chunks.memory;
@@ -122,7 +122,7 @@ async fn prefetch_stays_within_the_memory_budget() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Time for a prefetch beyond the budget to show up, if one were made; the stall
-        // lasts until the 2 s stall timeout.
+        // lasts until the 4 s stall timeout.
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(reg.hits(&path), 1 + prefetches, "memory budget {memory}");
         let mut out = Vec::new();
