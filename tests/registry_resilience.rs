@@ -329,10 +329,11 @@ fn memory_stays_bounded_for_a_multi_gib_blob() {
     assert!(status.success());
     let peak = peak_kib << 10;
     // Prefetched chunk buffers, including those still referenced by slices in the
-    // channels: the 24 MiB chunk memory. The streamed chunk's pieces: 32 + 8 of at most
-    // 256 KiB in the channels. The program itself (runtime, TLS, per-thread allocator
-    // arenas, buffers): under 64 MiB. None of it grows with the blob.
-    let bound = (24 << 20) + (32 + 8) * (256 << 10) + (64 << 20);
+    // channels: the 24 MiB chunk memory. The streamed chunk's pieces: 8 + 8 in the
+    // channels, each holding at most one of hyper's read buffers (8 KiB + 400 KiB). The
+    // program itself (runtime, TLS, per-thread allocator arenas, buffers): under 64 MiB.
+    // None of it grows with the blob.
+    let bound = (24 << 20) + (8 + 8) * ((8 << 10) + (400 << 10)) + (64 << 20);
     assert!(peak > 0, "no RSS reading");
     assert!(
         peak < bound,
