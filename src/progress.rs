@@ -2,33 +2,11 @@
 //! Live bars on a terminal, appended lines otherwise, nothing but the result with --quiet.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-/// A layer's state, as `docker pull` names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayerState {
-    Waiting,
-    Downloading,
-    Verifying,
-    Extracting,
-    Complete,
-    AlreadyExists,
-}
-
-impl LayerState {
-    fn text(self) -> &'static str {
-        match self {
-            LayerState::Waiting => "Waiting",
-            LayerState::Downloading => "Downloading",
-            LayerState::Verifying => "Verifying Checksum",
-            LayerState::Extracting => "Extracting",
-            LayerState::Complete => "Pull complete",
-            LayerState::AlreadyExists => "Already exists",
-        }
-    }
-}
+use rdpull_fetch::{BlobDescriptor, Reference};
+use rdpull_pipeline::{LayerState, PullOutcome, Reporter};
 
 enum Mode {
     Quiet,
@@ -37,10 +15,70 @@ enum Mode {
     Bars(MultiProgress, Vec<ProgressBar>),
 }
 
-pub struct Progress {
+/// The display of one pull, made when the pull knows its layers.
+struct Display {
     mode: Mode,
     ids: Vec<String>,
     sizes: Vec<u64>,
+}
+
+/// What `rdpull pull` shows: a [`Reporter`] that draws the pull's layers.
+pub(crate) struct Progress {
+    quiet: bool,
+    display: OnceLock<Display>,
+}
+
+impl Progress {
+    pub(crate) fn new(quiet: bool) -> Progress {
+        Progress {
+            quiet,
+            display: OnceLock::new(),
+        }
+    }
+
+    /// The closing lines; with --quiet only the reference, as `docker pull -q`.
+    pub(crate) fn finish(&self, reference: &Reference, outcome: &PullOutcome) {
+        if self.quiet {
+            println!("{reference}");
+            return;
+        }
+        let status = if outcome.up_to_date {
+            format!("Image is up to date for {reference}")
+        } else {
+            format!("Downloaded newer image for {reference}")
+        };
+        println!("Digest: {}", outcome.image.target_digest);
+        println!("Status: {status}");
+        println!("{reference}");
+    }
+}
+
+impl Reporter for Progress {
+    fn started(&self, reference: &Reference, layers: &[BlobDescriptor]) {
+        let ids = layers
+            .iter()
+            .map(|l| l.digest.short().to_string())
+            .collect();
+        let sizes = layers.iter().map(|l| l.size).collect();
+        let display = Display::new(self.quiet, ids, sizes);
+        let tag = reference
+            .tag()
+            .unwrap_or_else(|| reference.digest().map_or("latest", |d| d.short()));
+        display.say(&format!("{tag}: Pulling from {}", reference.repository()));
+        let _ = self.display.set(display);
+    }
+
+    fn layer(&self, index: usize, state: LayerState) {
+        if let Some(d) = self.display.get() {
+            d.state(index, state);
+        }
+    }
+
+    fn bytes(&self, index: usize, received: u64) {
+        if let Some(d) = self.display.get() {
+            d.bytes(index, received);
+        }
+    }
 }
 
 fn human(n: u64) -> String {
@@ -56,9 +94,9 @@ fn human(n: u64) -> String {
     }
 }
 
-impl Progress {
+impl Display {
     /// `ids` are the short layer ids, `sizes` their compressed sizes.
-    pub fn new(quiet: bool, ids: Vec<String>, sizes: Vec<u64>) -> Progress {
+    fn new(quiet: bool, ids: Vec<String>, sizes: Vec<u64>) -> Display {
         let mode = if quiet {
             Mode::Quiet
         } else if std::io::stdout().is_terminal() {
@@ -76,11 +114,11 @@ impl Progress {
         } else {
             Mode::Lines(Mutex::new(vec![0; ids.len()]))
         };
-        Progress { mode, ids, sizes }
+        Display { mode, ids, sizes }
     }
 
     /// A line above the layers (e.g. `bookworm: Pulling from debian`).
-    pub fn say(&self, line: &str) {
+    fn say(&self, line: &str) {
         match &self.mode {
             Mode::Quiet => {}
             Mode::Lines(_) => println!("{line}"),
@@ -90,7 +128,7 @@ impl Progress {
         }
     }
 
-    pub fn state(&self, layer: usize, state: LayerState) {
+    fn state(&self, layer: usize, state: LayerState) {
         match &self.mode {
             Mode::Quiet => {}
             Mode::Lines(_) => {
@@ -113,7 +151,7 @@ impl Progress {
     }
 
     /// `done` compressed bytes of `layer` have arrived.
-    pub fn bytes(&self, layer: usize, done: u64) {
+    fn bytes(&self, layer: usize, done: u64) {
         let total = self.sizes[layer].max(1);
         match &self.mode {
             Mode::Quiet => {}
@@ -143,18 +181,6 @@ impl Progress {
                     human(done),
                     human(self.sizes[layer])
                 ));
-            }
-        }
-    }
-
-    /// The closing lines; with --quiet only the reference, as `docker pull -q`.
-    pub fn finish(&self, digest: &str, status: &str, reference: &str) {
-        match &self.mode {
-            Mode::Quiet => println!("{reference}"),
-            Mode::Lines(_) | Mode::Bars(..) => {
-                println!("Digest: {digest}");
-                println!("Status: {status}");
-                println!("{reference}");
             }
         }
     }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The testbed scripts: `$RDPULL_TESTBED` or `../shared/testbed` beside the checkout.
-pub use rdpull_testkit::testbed::scripts as testbed;
+pub(crate) use rdpull_testkit::testbed::scripts as testbed;
 
-pub fn testbed_dir() -> PathBuf {
+pub(crate) fn testbed_dir() -> PathBuf {
     PathBuf::from(std::env::var("TESTBED_DIR").unwrap_or_else(|_| "/var/tmp/rdpull-testbed".into()))
 }
 
@@ -25,20 +25,20 @@ fn command(root: &Path, args: &[&str]) -> Command {
 }
 
 /// Run rdpull with `--root root` and the given arguments.
-pub fn rdpull(root: &Path, args: &[&str]) -> Output {
+pub(crate) fn rdpull(root: &Path, args: &[&str]) -> Output {
     command(root, args).output().expect("run rdpull")
 }
 
-pub fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Assert success, showing the output otherwise.
-pub fn ok(o: Output) -> Output {
+pub(crate) fn ok(o: Output) -> Output {
     assert!(
         o.status.success(),
         "rdpull failed: {}\n{}",
@@ -49,7 +49,7 @@ pub fn ok(o: Output) -> Output {
 }
 
 /// Assert failure with exit code 1 and exactly one stderr line; return that line.
-pub fn fails(o: Output) -> String {
+pub(crate) fn fails(o: Output) -> String {
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -64,7 +64,7 @@ pub fn fails(o: Output) -> String {
 }
 
 /// The testbed's canonical listing of a tree (python3 tree-manifest).
-pub fn tree_manifest(dir: &Path) -> String {
+pub(crate) fn tree_manifest(dir: &Path) -> String {
     let o = Command::new("python3")
         .arg(testbed().join("tree-manifest"))
         .arg(dir)
@@ -79,7 +79,7 @@ pub fn tree_manifest(dir: &Path) -> String {
 }
 
 /// Snapshot store state: (committed keys, active keys), from the store's metadata.
-pub fn snapshots(root: &Path) -> (Vec<String>, Vec<String>) {
+pub(crate) fn snapshots(root: &Path) -> (Vec<String>, Vec<String>) {
     let meta = match std::fs::read(root.join("metadata.json")) {
         Ok(m) => m,
         Err(_) => return (vec![], vec![]),
@@ -97,14 +97,14 @@ pub fn snapshots(root: &Path) -> (Vec<String>, Vec<String>) {
 }
 
 /// Snapshot directories on disk (to check nothing is left behind).
-pub fn snapshot_dirs(root: &Path) -> usize {
+pub(crate) fn snapshot_dirs(root: &Path) -> usize {
     std::fs::read_dir(root.join("snapshots"))
         .map(|d| d.count())
         .unwrap_or(0)
 }
 
 /// Start rdpull with `--root root` and `args` in the background (stdout discarded).
-pub fn spawn(root: &Path, args: &[&str]) -> std::process::Child {
+pub(crate) fn spawn(root: &Path, args: &[&str]) -> std::process::Child {
     command(root, args)
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -112,7 +112,7 @@ pub fn spawn(root: &Path, args: &[&str]) -> std::process::Child {
 }
 
 /// Poll `cond` every 20 ms; fail the test with `what` after `secs` seconds.
-pub fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let t0 = std::time::Instant::now();
     while !cond() {
         assert!(t0.elapsed().as_secs() < secs, "timed out waiting: {what}");

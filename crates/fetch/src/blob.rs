@@ -20,10 +20,12 @@ use reqwest::{Response, StatusCode};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::client::{http_error, Registry};
-use crate::endpoint::Capability;
-use crate::error::FetchError;
+use crate::client::Registry;
+use crate::error::{BodyMismatch, FetchError};
+use crate::http::http_error;
 use crate::manifest::{parse_json, BlobDescriptor};
+use crate::options::Capability;
+use crate::options::Retry;
 
 /// What a pull's downloads share: the HTTP streams it may have open at once, and the
 /// memory its prefetched chunks may hold. Layers take a stream slot in the order they ask
@@ -68,34 +70,6 @@ impl StreamBudget {
     fn try_reserve(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
         let units = u32::try_from(bytes.div_ceil(MEMORY_UNIT)).ok()?;
         self.chunk_memory.clone().try_acquire_many_owned(units).ok()
-    }
-}
-
-/// When and how to fetch one blob over several connections.
-#[derive(Clone, Debug)]
-pub struct ChunkPolicy {
-    /// Blobs smaller than this use one stream.
-    pub min_size: u64,
-    pub chunk_size: u64,
-    /// Chunks of one blob in flight at most (the streaming one included).
-    pub window: usize,
-    /// Bytes the prefetched chunks of all of a pull's blobs may hold at once; the size
-    /// of its [`StreamBudget`]'s memory.
-    pub memory: u64,
-}
-
-impl Default for ChunkPolicy {
-    fn default() -> Self {
-        ChunkPolicy {
-            min_size: 32 << 20,
-            // 16 MiB: the registry spends milliseconds of CPU per request. Pulling
-            // big:latest from the loopback one, 4 MiB chunks cost it 0.6 s more CPU
-            // and the pull 6-10% more time (README, "Performance").
-            chunk_size: 16 << 20,
-            window: 4,
-            // Four chunks: memory stays bounded however many layers are chunked at once.
-            memory: 64 << 20,
-        }
     }
 }
 
@@ -175,17 +149,17 @@ impl From<FetchError> for Failure {
     }
 }
 
-impl Registry {
+impl BlobStream {
     /// Start downloading `blob`. Waits for a stream slot from `budget`, makes the first
     /// request (retrying it), then streams the body from a background task.
-    pub async fn blob(
-        self: &Arc<Self>,
+    pub async fn open(
+        registry: &Arc<Registry>,
         repository: &str,
         blob: &BlobDescriptor,
         budget: &StreamBudget,
     ) -> Result<BlobStream, FetchError> {
         let permit = budget.acquire().await;
-        let chunks = &self.options().chunks;
+        let chunks = &registry.options().chunks;
         let chunked = blob.size >= chunks.min_size && chunks.window > 1 && chunks.chunk_size > 0;
         let first_end = if chunked {
             chunks.chunk_size.min(blob.size)
@@ -193,14 +167,16 @@ impl Registry {
             blob.size
         };
         let what = format!("blob {}", blob.digest);
-        let first = self
-            .retrying(&what, || self.open(repository, blob, 0, first_end, chunked))
+        let first = registry
+            .retrying(&what, || {
+                open(registry, repository, blob, 0, first_end, chunked)
+            })
             .await?;
         // A server that ignores Range answers 200 with the whole body: one stream then.
         let chunked = chunked && first.status() == StatusCode::PARTIAL_CONTENT;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (reg, repo, blob, budget) = (
-            self.clone(),
+            registry.clone(),
             repository.to_string(),
             blob.clone(),
             budget.clone(),
@@ -208,9 +184,10 @@ impl Registry {
         tokio::spawn(async move {
             let _permit = permit;
             let result = if chunked {
-                reg.chunked(&repo, &blob, first, &tx, &budget).await
+                fetch_chunked(&reg, &repo, &blob, first, &tx, &budget).await
             } else {
-                reg.fetch_range(
+                fetch_range(
+                    &reg,
                     &repo,
                     &blob,
                     0,
@@ -226,281 +203,293 @@ impl Registry {
         });
         Ok(BlobStream { rx })
     }
+}
 
-    /// One request for bytes `[start, end)` of `blob`; `ranged` asks with `Range` even
-    /// from 0. Checks what the server says it sends.
-    async fn open(
-        &self,
-        repository: &str,
-        blob: &BlobDescriptor,
-        start: u64,
-        end: u64,
-        ranged: bool,
-    ) -> Result<Response, FetchError> {
-        let what = format!("blob {}", blob.digest);
-        let path = format!("{repository}/blobs/{}", blob.digest);
-        let last = (end < blob.size).then(|| end - 1);
-        let range = (ranged || start > 0 || end < blob.size).then_some((start, last));
-        let resp = self
-            .get_range(&what, &path, repository, None, range, Capability::Pull)
-            .await?;
-        let bad = |why: String| FetchError::Blob {
+/// One request for bytes `[start, end)` of `blob`; `ranged` asks with `Range` even
+/// from 0. Checks what the server says it sends.
+async fn open(
+    registry: &Registry,
+    repository: &str,
+    blob: &BlobDescriptor,
+    start: u64,
+    end: u64,
+    ranged: bool,
+) -> Result<Response, FetchError> {
+    let what = format!("blob {}", blob.digest);
+    let path = format!("{repository}/blobs/{}", blob.digest);
+    let last = (end < blob.size).then(|| end - 1);
+    let range = (ranged || start > 0 || end < blob.size).then_some((start, last));
+    let resp = registry
+        .get_range(&what, &path, repository, None, range, Capability::Pull)
+        .await?;
+    let bad = |problem: BodyMismatch| FetchError::BlobResponse {
+        digest: blob.digest.clone(),
+        problem,
+    };
+    if resp.status() == StatusCode::PARTIAL_CONTENT {
+        let cr = resp
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let (s, total) =
+            parse_content_range(cr).ok_or_else(|| bad(BodyMismatch::BadContentRange(cr.into())))?;
+        if s != start || total.is_some_and(|t| t != blob.size) {
+            return Err(bad(BodyMismatch::WrongRange {
+                start,
+                last: end - 1,
+                content_range: cr.into(),
+            }));
+        }
+    } else if let Some(len) = resp.content_length() {
+        if len != blob.size {
+            return Err(bad(BodyMismatch::WrongLength {
+                announced: len,
+                expected: blob.size,
+            }));
+        }
+    }
+    Ok(resp)
+}
+
+/// Deliver bytes `[start, end)` of `blob` to `sink`, resuming after failures from the
+/// first byte not yet delivered. `first` is an already open response for `start`.
+async fn fetch_range(
+    registry: &Registry,
+    repository: &str,
+    blob: &BlobDescriptor,
+    start: u64,
+    end: u64,
+    mut first: Option<Response>,
+    sink: &mut Sink<'_>,
+) -> Result<(), Failure> {
+    let policy = &registry.options().retry;
+    let what = format!("blob {}", blob.digest);
+    let mut pos = start;
+    let mut failures = 0;
+    loop {
+        let (error, progressed) = match first.take() {
+            Some(r) => drain(r, blob, &mut pos, end, sink).await?,
+            None => match open(registry, repository, blob, pos, end, false).await {
+                Ok(r) => drain(r, blob, &mut pos, end, sink).await?,
+                Err(e) => (Some(e), false),
+            },
+        };
+        let Some(error) = error else { return Ok(()) };
+        let retry = error.retry();
+        if retry == Retry::Never {
+            return Err(error.into());
+        }
+        failures = if progressed { 1 } else { failures + 1 };
+        if failures >= policy.max_attempts {
+            return Err(FetchError::GaveUp {
+                what,
+                attempts: failures,
+                last: Box::new(error),
+            }
+            .into());
+        }
+        tracing::debug!("{what}: resuming at byte {pos} after: {error}");
+        tokio::time::sleep(policy.delay(failures, retry)).await;
+    }
+}
+
+/// Read one response body into `sink`, advancing `pos` (at most to `end`). Returns the
+/// error that cut it short, if any, and whether any byte was delivered.
+async fn drain(
+    mut resp: Response,
+    blob: &BlobDescriptor,
+    pos: &mut u64,
+    end: u64,
+    sink: &mut Sink<'_>,
+) -> Result<(Option<FetchError>, bool), Failure> {
+    // A 200 carries the blob from byte 0 whatever we asked for.
+    let mut at = if resp.status() == StatusCode::PARTIAL_CONTENT {
+        *pos
+    } else {
+        0
+    };
+    let url = resp.url().to_string();
+    let mut progressed = false;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(mut b)) => {
+                let len = b.len() as u64;
+                if at + len <= *pos {
+                    at += len;
+                    continue;
+                }
+                if at < *pos {
+                    let _ = b.split_to((*pos - at) as usize);
+                    at = *pos;
+                }
+                let keep = (end - *pos).min(b.len() as u64) as usize;
+                b.truncate(keep);
+                at += b.len() as u64;
+                *pos += b.len() as u64;
+                if !b.is_empty() {
+                    progressed = true;
+                    sink.put(b).await.map_err(|Gone| Failure::Gone)?;
+                }
+                if *pos == end {
+                    return Ok((None, progressed));
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Ok((
+                    Some(http_error(&format!("blob {}", blob.digest), &url, e)),
+                    progressed,
+                ))
+            }
+        }
+    }
+    if *pos == end {
+        return Ok((None, progressed));
+    }
+    Ok((
+        Some(FetchError::Incomplete {
             digest: blob.digest.clone(),
-            why,
-        };
-        if resp.status() == StatusCode::PARTIAL_CONTENT {
-            let cr = resp
-                .headers()
-                .get(reqwest::header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let (s, total) =
-                parse_content_range(cr).ok_or_else(|| bad(format!("bad Content-Range {cr:?}")))?;
-            if s != start || total.is_some_and(|t| t != blob.size) {
-                return Err(bad(format!(
-                    "asked for bytes {start}-{}, got {cr:?}",
-                    end - 1
-                )));
-            }
-        } else if let Some(len) = resp.content_length() {
-            if len != blob.size {
-                return Err(bad(format!(
-                    "server announces {len} bytes, the descriptor says {}",
-                    blob.size
-                )));
-            }
-        }
-        Ok(resp)
-    }
+            got: *pos,
+            want: end,
+        }),
+        progressed,
+    ))
+}
 
-    /// Deliver bytes `[start, end)` of `blob` to `sink`, resuming after failures from the
-    /// first byte not yet delivered. `first` is an already open response for `start`.
-    async fn fetch_range(
-        &self,
-        repository: &str,
-        blob: &BlobDescriptor,
-        start: u64,
-        end: u64,
-        mut first: Option<Response>,
-        sink: &mut Sink<'_>,
-    ) -> Result<(), Failure> {
-        let policy = &self.options().retry;
-        let what = format!("blob {}", blob.digest);
-        let mut pos = start;
-        let mut failures = 0;
-        loop {
-            let (error, progressed) = match first.take() {
-                Some(r) => self.drain(r, blob, &mut pos, end, sink).await?,
-                None => match self.open(repository, blob, pos, end, false).await {
-                    Ok(r) => self.drain(r, blob, &mut pos, end, sink).await?,
-                    Err(e) => (Some(e), false),
-                },
+/// Chunked download: the next chunk streams through; later ones are prefetched over
+/// spare stream slots into memory, and handed on in order.
+async fn fetch_chunked(
+    registry: &Arc<Registry>,
+    repository: &str,
+    blob: &BlobDescriptor,
+    first: Response,
+    tx: &mpsc::Sender<Result<Bytes, FetchError>>,
+    budget: &StreamBudget,
+) -> Result<(), Failure> {
+    let policy = registry.options().chunks.clone();
+    let ranges: Vec<(u64, u64)> = (0..blob.size)
+        .step_by(policy.chunk_size as usize)
+        .map(|s| (s, (s + policy.chunk_size).min(blob.size)))
+        .collect();
+    let mut prefetched: VecDeque<(usize, Prefetch, OwnedSemaphorePermit)> = VecDeque::new();
+    let mut next_prefetch = 1;
+    let mut first = Some(first);
+    for (k, &(start, end)) in ranges.iter().enumerate() {
+        while prefetched.len() + 1 < policy.window && next_prefetch < ranges.len() {
+            let (s, e) = ranges[next_prefetch];
+            let Some(memory) = budget.try_reserve(e - s) else {
+                break;
             };
-            let Some(error) = error else { return Ok(()) };
-            let Some(after) = error.retry() else {
-                return Err(error.into());
+            let Some(permit) = budget.try_acquire() else {
+                break;
             };
-            failures = if progressed { 1 } else { failures + 1 };
-            if failures >= policy.max_attempts {
-                return Err(FetchError::GaveUp {
-                    what,
-                    attempts: failures,
-                    last: Box::new(error),
+            let (reg, repo, b) = (registry.clone(), repository.to_string(), blob.clone());
+            let handle = tokio::spawn(async move {
+                let _permit = permit;
+                let mut sink = Sink::Buffer(BytesMut::with_capacity((e - s) as usize));
+                match fetch_range(&reg, &repo, &b, s, e, None, &mut sink).await {
+                    Ok(()) => match sink {
+                        Sink::Buffer(buf) => Ok(buf.freeze()),
+                        Sink::Channel(_) => unreachable!(),
+                    },
+                    Err(Failure::Fetch(e)) => Err(e),
+                    Err(Failure::Gone) => unreachable!("a buffer never goes away"),
                 }
-                .into());
-            }
-            tracing::debug!("{what}: resuming at byte {pos} after: {error}");
-            tokio::time::sleep(policy.delay(failures, after)).await;
-        }
-    }
-
-    /// Read one response body into `sink`, advancing `pos` (at most to `end`). Returns the
-    /// error that cut it short, if any, and whether any byte was delivered.
-    async fn drain(
-        &self,
-        mut resp: Response,
-        blob: &BlobDescriptor,
-        pos: &mut u64,
-        end: u64,
-        sink: &mut Sink<'_>,
-    ) -> Result<(Option<FetchError>, bool), Failure> {
-        // A 200 carries the blob from byte 0 whatever we asked for.
-        let mut at = if resp.status() == StatusCode::PARTIAL_CONTENT {
-            *pos
-        } else {
-            0
-        };
-        let url = resp.url().to_string();
-        let mut progressed = false;
-        loop {
-            match resp.chunk().await {
-                Ok(Some(mut b)) => {
-                    let len = b.len() as u64;
-                    if at + len <= *pos {
-                        at += len;
-                        continue;
-                    }
-                    if at < *pos {
-                        let _ = b.split_to((*pos - at) as usize);
-                        at = *pos;
-                    }
-                    let keep = (end - *pos).min(b.len() as u64) as usize;
-                    b.truncate(keep);
-                    at += b.len() as u64;
-                    *pos += b.len() as u64;
-                    if !b.is_empty() {
-                        progressed = true;
-                        sink.put(b).await.map_err(|Gone| Failure::Gone)?;
-                    }
-                    if *pos == end {
-                        return Ok((None, progressed));
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Ok((
-                        Some(http_error(&format!("blob {}", blob.digest), &url, e)),
-                        progressed,
-                    ))
-                }
-            }
-        }
-        if *pos == end {
-            return Ok((None, progressed));
-        }
-        Ok((
-            Some(FetchError::Incomplete {
-                digest: blob.digest.clone(),
-                got: *pos,
-                want: end,
-            }),
-            progressed,
-        ))
-    }
-
-    /// Chunked download: the next chunk streams through; later ones are prefetched over
-    /// spare stream slots into memory, and handed on in order.
-    async fn chunked(
-        self: &Arc<Self>,
-        repository: &str,
-        blob: &BlobDescriptor,
-        first: Response,
-        tx: &mpsc::Sender<Result<Bytes, FetchError>>,
-        budget: &StreamBudget,
-    ) -> Result<(), Failure> {
-        let policy = self.options().chunks.clone();
-        let ranges: Vec<(u64, u64)> = (0..blob.size)
-            .step_by(policy.chunk_size as usize)
-            .map(|s| (s, (s + policy.chunk_size).min(blob.size)))
-            .collect();
-        let mut prefetched: VecDeque<(usize, Prefetch, OwnedSemaphorePermit)> = VecDeque::new();
-        let mut next_prefetch = 1;
-        let mut first = Some(first);
-        for (k, &(start, end)) in ranges.iter().enumerate() {
-            while prefetched.len() + 1 < policy.window && next_prefetch < ranges.len() {
-                let (s, e) = ranges[next_prefetch];
-                let Some(memory) = budget.try_reserve(e - s) else {
-                    break;
-                };
-                let Some(permit) = budget.try_acquire() else {
-                    break;
-                };
-                let (reg, repo, b) = (self.clone(), repository.to_string(), blob.clone());
-                let handle = tokio::spawn(async move {
-                    let _permit = permit;
-                    let mut sink = Sink::Buffer(BytesMut::with_capacity((e - s) as usize));
-                    match reg.fetch_range(&repo, &b, s, e, None, &mut sink).await {
-                        Ok(()) => match sink {
-                            Sink::Buffer(buf) => Ok(buf.freeze()),
-                            Sink::Channel(_) => unreachable!(),
-                        },
-                        Err(Failure::Fetch(e)) => Err(e),
-                        Err(Failure::Gone) => unreachable!("a buffer never goes away"),
-                    }
-                });
-                prefetched.push_back((next_prefetch, Prefetch(handle), memory));
-                next_prefetch += 1;
-            }
-            if prefetched.front().is_some_and(|(i, _, _)| *i == k) {
-                let (_, mut p, memory) = prefetched.pop_front().unwrap();
-                let bytes = (&mut p.0).await.map_err(|e| FetchError::Blob {
-                    digest: blob.digest.clone(),
-                    why: format!("chunk task: {e}"),
-                })??;
-                // The slices share the buffer, and the buffer holds its budget share
-                // until the last slice has been consumed.
-                let mut bytes = Bytes::from_owner(Budgeted {
-                    bytes,
-                    _memory: memory,
-                });
-                while !bytes.is_empty() {
-                    let piece = bytes.split_to(bytes.len().min(MAX_PIECE));
-                    tx.send(Ok(piece)).await.map_err(|_| Failure::Gone)?;
-                }
-            } else {
-                self.fetch_range(
-                    repository,
-                    blob,
-                    start,
-                    end,
-                    first.take(),
-                    &mut Sink::Channel(tx),
-                )
-                .await?;
-                if next_prefetch <= k {
-                    next_prefetch = k + 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Fetch a small blob (an image config) whole, verified against its descriptor.
-    pub async fn blob_bytes(
-        &self,
-        repository: &str,
-        blob: &BlobDescriptor,
-        limit: u64,
-    ) -> Result<Bytes, FetchError> {
-        if blob.size > limit {
-            return Err(FetchError::Blob {
-                digest: blob.digest.clone(),
-                why: format!("{} bytes is more than the {limit}-byte limit", blob.size),
             });
+            prefetched.push_back((next_prefetch, Prefetch(handle), memory));
+            next_prefetch += 1;
         }
-        let what = format!("blob {}", blob.digest);
-        let mut sink = Sink::Buffer(BytesMut::with_capacity(blob.size as usize));
-        let first = self
-            .retrying(&what, || self.open(repository, blob, 0, blob.size, false))
+        if prefetched.front().is_some_and(|(i, _, _)| *i == k) {
+            let (_, mut p, memory) = prefetched.pop_front().unwrap();
+            let bytes = (&mut p.0).await.map_err(|source| FetchError::ChunkTask {
+                digest: blob.digest.clone(),
+                source,
+            })??;
+            // The slices share the buffer, and the buffer holds its budget share
+            // until the last slice has been consumed.
+            let mut bytes = Bytes::from_owner(Budgeted {
+                bytes,
+                _memory: memory,
+            });
+            while !bytes.is_empty() {
+                let piece = bytes.split_to(bytes.len().min(MAX_PIECE));
+                tx.send(Ok(piece)).await.map_err(|_| Failure::Gone)?;
+            }
+        } else {
+            fetch_range(
+                registry,
+                repository,
+                blob,
+                start,
+                end,
+                first.take(),
+                &mut Sink::Channel(tx),
+            )
             .await?;
-        match self
-            .fetch_range(repository, blob, 0, blob.size, Some(first), &mut sink)
-            .await
-        {
-            Ok(()) => {}
-            Err(Failure::Fetch(e)) => return Err(e),
-            Err(Failure::Gone) => unreachable!("a buffer never goes away"),
+            if next_prefetch <= k {
+                next_prefetch = k + 1;
+            }
         }
-        let Sink::Buffer(buf) = sink else {
-            unreachable!()
-        };
-        blob.digest
-            .verify(&buf)
-            .map_err(|source| FetchError::Verify { what, source })?;
-        Ok(buf.freeze())
     }
+    Ok(())
+}
 
-    /// Fetch and parse a JSON blob (the image config).
-    pub async fn blob_json<T: serde::de::DeserializeOwned>(
-        &self,
-        repository: &str,
-        blob: &BlobDescriptor,
-        limit: u64,
-    ) -> Result<(Bytes, T), FetchError> {
-        let bytes = self.blob_bytes(repository, blob, limit).await?;
-        let v = parse_json(&format!("blob {}", blob.digest), &bytes)?;
-        Ok((bytes, v))
+/// Fetch a small blob (an image config) whole, verified against its descriptor.
+pub async fn blob_bytes(
+    registry: &Registry,
+    repository: &str,
+    blob: &BlobDescriptor,
+    limit: u64,
+) -> Result<Bytes, FetchError> {
+    if blob.size > limit {
+        return Err(FetchError::BlobTooLarge {
+            digest: blob.digest.clone(),
+            size: blob.size,
+            limit,
+        });
     }
+    let what = format!("blob {}", blob.digest);
+    let mut sink = Sink::Buffer(BytesMut::with_capacity(blob.size as usize));
+    let first = registry
+        .retrying(&what, || {
+            open(registry, repository, blob, 0, blob.size, false)
+        })
+        .await?;
+    match fetch_range(
+        registry,
+        repository,
+        blob,
+        0,
+        blob.size,
+        Some(first),
+        &mut sink,
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(Failure::Fetch(e)) => return Err(e),
+        Err(Failure::Gone) => unreachable!("a buffer never goes away"),
+    }
+    let Sink::Buffer(buf) = sink else {
+        unreachable!()
+    };
+    blob.digest
+        .verify(&buf)
+        .map_err(|source| FetchError::Verify { what, source })?;
+    Ok(buf.freeze())
+}
+
+/// Fetch and parse a JSON blob (the image config).
+pub async fn blob_json<T: serde::de::DeserializeOwned>(
+    registry: &Registry,
+    repository: &str,
+    blob: &BlobDescriptor,
+    limit: u64,
+) -> Result<(Bytes, T), FetchError> {
+    let bytes = blob_bytes(registry, repository, blob, limit).await?;
+    let v = parse_json(&format!("blob {}", blob.digest), &bytes)?;
+    Ok((bytes, v))
 }
 
 /// `bytes a-b/total` (total may be `*`): the start, and the total if known.

@@ -1,108 +1,13 @@
 //! The registry v2 HTTP client: scheme choice, `/v2/` ping, authenticated requests.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
-use reqwest::{Response, StatusCode};
+use reqwest::Response;
 
-use crate::auth::Credentials;
-use crate::endpoint::{Capability, Endpoint, EndpointSpec};
+use crate::endpoint::Endpoint;
 use crate::error::FetchError;
+use crate::options::{Capability, ClientOptions, EndpointSpec, Retry};
 use crate::reference::Reference;
-
-/// Settings for talking to registries.
-#[derive(Clone, Debug)]
-pub struct ClientOptions {
-    /// Talk plain HTTP. Without it, HTTPS is used, except that a loopback registry that
-    /// does not speak TLS falls back to HTTP (Docker treats 127.0.0.0/8 as insecure too).
-    pub plain_http: bool,
-    pub credentials: Option<Credentials>,
-    /// Where the docker CLI's config.json is looked up for credentials when none are
-    /// given (default: `$DOCKER_CONFIG`, else `~/.docker`).
-    pub docker_config: Option<std::path::PathBuf>,
-    /// PEM file of extra CA certificates to trust, besides the system's.
-    pub tls_ca: Option<std::path::PathBuf>,
-    /// Client certificate and key (PEM) for registries that ask for one.
-    pub tls_client: Option<(std::path::PathBuf, Option<std::path::PathBuf>)>,
-    /// Accept any server certificate (dangerous; rdpull warns).
-    pub insecure_skip_verify: bool,
-    /// containerd-style `hosts.toml` directory (mirrors, per-host TLS).
-    pub hosts_dir: Option<std::path::PathBuf>,
-    /// Manifests and indexes larger than this are refused before they are buffered.
-    pub max_manifest_size: u64,
-    pub connect_timeout: Duration,
-    /// A response body that delivers no byte for this long fails.
-    pub stall_timeout: Duration,
-    /// Idle connections kept per host (sized to the pull's parallelism).
-    pub pool_size: usize,
-    /// Retries and backoff of requests and downloads.
-    pub retry: RetryPolicy,
-    /// Splitting large blobs over several connections.
-    pub chunks: crate::blob::ChunkPolicy,
-}
-
-/// How requests survive failures: bounded attempts with exponential backoff and jitter.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    /// Failed attempts in a row (without progress, for a download) before giving up.
-    pub max_attempts: u32,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
-    /// The longest `Retry-After` honoured.
-    pub retry_after_max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(10),
-            retry_after_max: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait after failed attempt `attempt` (1-based): the server's `Retry-After` if
-    /// it gave one, else base·2^(attempt-1), capped, with ±50% jitter.
-    pub fn delay(&self, attempt: u32, retry_after: Option<u64>) -> Duration {
-        if let Some(s) = retry_after {
-            return Duration::from_secs(s).min(self.retry_after_max);
-        }
-        let exp = self
-            .backoff_base
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16));
-        // Jitter from the clock's nanoseconds: enough to keep clients apart.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|t| t.subsec_nanos())
-            .unwrap_or(0);
-        exp.min(self.backoff_max)
-            .mul_f64(0.5 + (nanos % 1000) as f64 / 1000.0)
-    }
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            plain_http: false,
-            credentials: None,
-            tls_ca: None,
-            tls_client: None,
-            insecure_skip_verify: false,
-            hosts_dir: None,
-            docker_config: None,
-            // containerd's limit too: no real manifest comes near it.
-            max_manifest_size: 4 << 20,
-            connect_timeout: Duration::from_secs(30),
-            stall_timeout: Duration::from_secs(30),
-            pool_size: 16,
-            retry: RetryPolicy::default(),
-            chunks: crate::blob::ChunkPolicy::default(),
-        }
-    }
-}
 
 /// A registry as reached through its endpoints: the mirrors of its `hosts.toml`, in
 /// order, then the registry itself.
@@ -186,18 +91,18 @@ impl Registry {
             match op().await {
                 Ok(t) => return Ok(t),
                 Err(e) => match e.retry() {
-                    Some(after) if attempt < policy.max_attempts => {
+                    Retry::Never => return Err(e),
+                    retry if attempt < policy.max_attempts => {
                         tracing::debug!("{what}: attempt {attempt} failed: {e}");
-                        tokio::time::sleep(policy.delay(attempt, after)).await;
+                        tokio::time::sleep(policy.delay(attempt, retry)).await;
                     }
-                    Some(_) => {
+                    _ => {
                         return Err(FetchError::GaveUp {
                             what: what.to_string(),
                             attempts: attempt,
                             last: Box::new(e),
                         })
                     }
-                    None => return Err(e),
                 },
             }
         }
@@ -247,9 +152,9 @@ impl Registry {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| FetchError::Invalid {
+        Err(last.unwrap_or_else(|| FetchError::NoHost {
             what: what.to_string(),
-            why: format!("no registry host has the {need:?} capability"),
+            need,
         }))
     }
 }
@@ -266,64 +171,6 @@ fn is_loopback(host: &str) -> bool {
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
     };
     h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-pub(crate) fn http_error(what: &str, url: &str, e: reqwest::Error) -> FetchError {
-    FetchError::Http {
-        what: what.to_string(),
-        url: url.to_string(),
-        source: e.without_url(),
-    }
-}
-
-pub(crate) async fn status_error(
-    what: &str,
-    url: &str,
-    status: StatusCode,
-    resp: Response,
-) -> FetchError {
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    FetchError::Status {
-        what: what.to_string(),
-        url: url.to_string(),
-        status: status.as_u16(),
-        detail: error_detail(resp).await,
-        retry_after,
-    }
-}
-
-/// The first error `message` of a registry's JSON error body, if any.
-pub(crate) async fn error_detail(resp: Response) -> String {
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        errors: Vec<E>,
-    }
-    #[derive(serde::Deserialize)]
-    struct E {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    let body = match resp.bytes().await {
-        Ok(b) if b.len() < 64 << 10 => b,
-        _ => return String::new(),
-    };
-    match serde_json::from_slice::<Errors>(&body) {
-        Ok(e) if !e.errors.is_empty() => {
-            let e = &e.errors[0];
-            let msg: String = format!("{} {}", e.code, e.message)
-                .chars()
-                .take(200)
-                .collect();
-            format!(" ({})", msg.trim())
-        }
-        _ => String::new(),
-    }
 }
 
 #[cfg(test)]

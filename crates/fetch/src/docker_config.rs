@@ -9,8 +9,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use tokio::io::AsyncWriteExt;
 
+use std::io::ErrorKind;
+
 use crate::auth::{Credentials, Secret};
-use crate::error::FetchError;
+use crate::error::{FetchError, SettingError};
 use crate::reference::DEFAULT_REGISTRY;
 
 /// How long a credential helper may take (some prompt a keychain and hang without one).
@@ -82,17 +84,14 @@ pub async fn lookup(dir: Option<&Path>, registry: &str) -> Result<Option<Credent
         return Ok(None);
     };
     let path = dir.join("config.json");
-    let bad = |why: String| FetchError::Invalid {
-        what: format!("docker config {}", path.display()),
-        why,
-    };
+    let bad = |e: SettingError| FetchError::setting(format!("docker config {}", path.display()), e);
     let data = match std::fs::read(&path) {
         Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(bad(e.to_string())),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(e.into())),
     };
     // serde's message names the field and position, never the value.
-    let cfg: ConfigFile = serde_json::from_slice(&data).map_err(|e| bad(e.to_string()))?;
+    let cfg: ConfigFile = serde_json::from_slice(&data).map_err(|e| bad(e.into()))?;
     let host = normalize(registry);
     if let Some((_, helper)) = cfg.cred_helpers.iter().find(|(k, _)| normalize(k) == host) {
         return run_helper(helper, &server_key(&host)).await;
@@ -117,8 +116,11 @@ pub async fn lookup(dir: Option<&Path>, registry: &str) -> Result<Option<Credent
         }));
     }
     if let Some(a) = entry.auth.as_ref().filter(|a| !a.is_empty()) {
-        let (username, password) = decode_auth(a)
-            .ok_or_else(|| bad(format!("auths.{host}.auth is not base64 user:password")))?;
+        let (username, password) = decode_auth(a).ok_or_else(|| {
+            bad(SettingError::Rule(format!(
+                "auths.{host}.auth is not base64 user:password"
+            )))
+        })?;
         return Ok(Some(Credentials {
             username,
             secret: Secret::Password(password),
@@ -146,10 +148,7 @@ fn decode_auth(a: &str) -> Option<(String, String)> {
 /// no credentials; a username `<token>` marks an identity token.
 async fn run_helper(name: &str, server: &str) -> Result<Option<Credentials>, FetchError> {
     let program = format!("docker-credential-{name}");
-    let bad = |why: String| FetchError::Invalid {
-        what: format!("credential helper {program}"),
-        why,
-    };
+    let bad = |e: SettingError| FetchError::setting(format!("credential helper {program}"), e);
     let mut child = tokio::process::Command::new(&program)
         .arg("get")
         .stdin(std::process::Stdio::piped())
@@ -157,22 +156,27 @@ async fn run_helper(name: &str, server: &str) -> Result<Option<Credentials>, Fet
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| bad(e.into()))?;
     let mut stdin = child.stdin.take().expect("piped");
     stdin
         .write_all(server.as_bytes())
         .await
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| bad(e.into()))?;
     drop(stdin);
     let out = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| bad(format!("no answer within {} s", HELPER_TIMEOUT.as_secs())))?
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|_| {
+            let secs = HELPER_TIMEOUT.as_secs();
+            let late =
+                std::io::Error::new(ErrorKind::TimedOut, format!("no answer within {secs} s"));
+            bad(late.into())
+        })?
+        .map_err(|e| bad(e.into()))?;
     if !out.status.success() {
         return Ok(None);
     }
     let a: HelperAnswer =
-        serde_json::from_slice(&out.stdout).map_err(|e| bad(format!("invalid answer: {e}")))?;
+        serde_json::from_slice(&out.stdout).map_err(|e| bad(SettingError::HelperAnswer(e)))?;
     if a.secret.is_empty() {
         return Ok(None);
     }

@@ -3,7 +3,6 @@
 //! verification), extra headers, credentials and token cache.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,8 +12,9 @@ use reqwest::header::{
 use reqwest::{Response, StatusCode};
 
 use crate::auth::{parse_challenges, Challenge, Credentials, Secret, TokenResponse};
-use crate::client::{error_detail, http_error, status_error, ClientOptions};
-use crate::error::FetchError;
+use crate::error::{FetchError, SettingError};
+use crate::http::{error_detail, http_error, status_error};
+use crate::options::{Capability, ClientOptions, EndpointSpec};
 
 /// Tokens are renewed this long before they expire, so none expires in flight.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(10);
@@ -24,35 +24,6 @@ const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(10);
 struct CachedAuth {
     header: HeaderValue,
     expires: Option<Instant>,
-}
-
-/// What an endpoint may be used for (containerd's host capabilities).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Capability {
-    /// Fetch content by digest (blobs, manifests by digest).
-    Pull,
-    /// Resolve a tag to a digest.
-    Resolve,
-}
-
-/// How to reach one endpoint: everything but the live state.
-#[derive(Clone, Debug, Default)]
-pub struct EndpointSpec {
-    /// `scheme://host[:port][/path]`, without the trailing `/v2`.
-    pub url: String,
-    /// The URL already is the API root (containerd's `override_path`).
-    pub override_path: bool,
-    pub pull: bool,
-    pub resolve: bool,
-    /// Extra CA certificates (PEM files).
-    pub ca: Vec<PathBuf>,
-    /// Client certificate and key (PEM; the key may be in the certificate file).
-    pub client: Option<(PathBuf, Option<PathBuf>)>,
-    pub skip_verify: bool,
-    pub headers: Vec<(String, String)>,
-    /// Added as `?ns=<registry>` to a mirror's requests, as containerd does, so one
-    /// mirror can serve several upstreams.
-    pub namespace: Option<String>,
 }
 
 pub(crate) struct Endpoint {
@@ -67,59 +38,13 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(
+    pub(crate) fn new(
         spec: EndpointSpec,
         options: &ClientOptions,
         credentials: Option<Credentials>,
     ) -> Result<Endpoint, FetchError> {
-        let bad = |what: String, why: String| FetchError::Invalid { what, why };
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.stall_timeout)
-            .pool_max_idle_per_host(options.pool_size)
-            .user_agent(concat!("rdpull/", env!("CARGO_PKG_VERSION")));
-        for path in &spec.ca {
-            let pem = std::fs::read(path)
-                .map_err(|e| bad(format!("CA {}", path.display()), e.to_string()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| bad(format!("CA {}", path.display()), e.to_string()))?;
-            if certs.is_empty() {
-                return Err(bad(
-                    format!("CA {}", path.display()),
-                    "no PEM certificate in it".into(),
-                ));
-            }
-            builder = builder.tls_certs_merge(certs);
-        }
-        if let Some((cert, key)) = &spec.client {
-            let what = format!("client certificate {}", cert.display());
-            let mut pem = std::fs::read(cert).map_err(|e| bad(what.clone(), e.to_string()))?;
-            if let Some(key) = key {
-                pem.push(b'\n');
-                pem.extend(
-                    std::fs::read(key)
-                        .map_err(|e| bad(format!("client key {}", key.display()), e.to_string()))?,
-                );
-            }
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| bad(what, e.to_string()))?;
-            builder = builder.identity(id);
-        }
-        if spec.skip_verify {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        let http = builder.build().map_err(|e| FetchError::Http {
-            what: "HTTP client".into(),
-            url: spec.url.clone(),
-            source: e,
-        })?;
-        let mut headers = HeaderMap::new();
-        for (k, v) in &spec.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| bad(format!("header {k}"), e.to_string()))?;
-            let value =
-                HeaderValue::from_str(v).map_err(|e| bad(format!("header {k}"), e.to_string()))?;
-            headers.append(name, value);
-        }
+        let http = http_client(&spec, options)?;
+        let headers = extra_headers(&spec)?;
         let root = spec.url.trim_end_matches('/');
         let base = if spec.override_path {
             format!("{root}/")
@@ -138,15 +63,15 @@ impl Endpoint {
     }
 
     /// The API root, `scheme://host/v2/`.
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
-    pub fn set_base(&mut self, base: String) {
+    pub(crate) fn set_base(&mut self, base: String) {
         self.base = base;
     }
 
-    pub fn can(&self, c: Capability) -> bool {
+    pub(crate) fn can(&self, c: Capability) -> bool {
         match c {
             Capability::Pull => self.spec.pull,
             Capability::Resolve => self.spec.resolve,
@@ -154,7 +79,7 @@ impl Endpoint {
     }
 
     /// `GET /v2/`: 200, or 401 with a challenge we can answer later, means a v2 registry.
-    pub async fn ping(&self) -> Result<(), FetchError> {
+    pub(crate) async fn ping(&self) -> Result<(), FetchError> {
         let url = self.base.clone();
         let resp = self
             .http
@@ -171,7 +96,7 @@ impl Endpoint {
 
     /// An authenticated GET of `path` (below the API root), answering one 401
     /// challenge, with an optional `Range: bytes=start-[end]` (end inclusive).
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         what: &str,
         path: &str,
@@ -369,6 +294,60 @@ impl Endpoint {
             .ok_or_else(|| terr("answer has no token".into()))?;
         Ok((token, t.expires_in))
     }
+}
+
+/// The HTTP client of one endpoint: timeouts, pool, and its TLS trust and identity.
+fn http_client(
+    spec: &EndpointSpec,
+    options: &ClientOptions,
+) -> Result<reqwest::Client, FetchError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(options.connect_timeout)
+        .read_timeout(options.stall_timeout)
+        .pool_max_idle_per_host(options.pool_size)
+        .user_agent(concat!("rdpull/", env!("CARGO_PKG_VERSION")));
+    for path in &spec.ca {
+        let bad = |e: SettingError| FetchError::setting(format!("CA {}", path.display()), e);
+        let pem = std::fs::read(path).map_err(|e| bad(e.into()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.into()))?;
+        if certs.is_empty() {
+            return Err(bad(SettingError::Rule("no PEM certificate in it".into())));
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    if let Some((cert, key)) = &spec.client {
+        let what = format!("client certificate {}", cert.display());
+        let mut pem = std::fs::read(cert).map_err(|e| FetchError::setting(what.clone(), e))?;
+        if let Some(key) = key {
+            let key_pem = std::fs::read(key)
+                .map_err(|e| FetchError::setting(format!("client key {}", key.display()), e))?;
+            pem.push(b'\n');
+            pem.extend(key_pem);
+        }
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| FetchError::setting(what, e))?;
+        builder = builder.identity(id);
+    }
+    if spec.skip_verify {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| FetchError::Http {
+        what: "HTTP client".into(),
+        url: spec.url.clone(),
+        source: e,
+    })
+}
+
+/// The extra headers hosts.toml gives an endpoint.
+fn extra_headers(spec: &EndpointSpec) -> Result<HeaderMap, FetchError> {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &spec.headers {
+        let what = || format!("header {k}");
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|e| FetchError::setting(what(), e))?;
+        let value = HeaderValue::from_str(v).map_err(|e| FetchError::setting(what(), e))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 fn header_value(s: &str) -> Result<HeaderValue, FetchError> {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use crate::endpoint::EndpointSpec;
-use crate::error::FetchError;
+use crate::error::{FetchError, SettingError};
+use crate::options::EndpointSpec;
 
 /// The endpoints for `registry` (as named in references: `docker.io`, `host:5000`) from
 /// `dir`: its own `hosts.toml`, else `_default/hosts.toml`, else `None`.
@@ -22,17 +22,19 @@ pub fn load(
         match std::fs::read_to_string(&path) {
             Ok(text) => return parse(&text, &path, registry, default_server).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(invalid(&path, e.to_string())),
+            Err(e) => return Err(setting(&path, e)),
         }
     }
     Ok(None)
 }
 
+fn setting(path: &Path, e: impl Into<SettingError>) -> FetchError {
+    FetchError::setting(format!("hosts file {}", path.display()), e)
+}
+
+/// A rule of the hosts file that `path` breaks.
 fn invalid(path: &Path, why: String) -> FetchError {
-    FetchError::Invalid {
-        what: format!("hosts file {}", path.display()),
-        why,
-    }
+    setting(path, SettingError::Rule(why))
 }
 
 /// Mirrors in file order, then the server.
@@ -44,7 +46,7 @@ pub fn parse(
 ) -> Result<Vec<EndpointSpec>, FetchError> {
     let table: Table = text
         .parse()
-        .map_err(|e: toml::de::Error| invalid(path, e.message().to_string()))?;
+        .map_err(|e: toml::de::Error| setting(path, e))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let server_url = match table.get("server") {
         Some(Value::String(s)) => s.clone(),

@@ -6,9 +6,10 @@ use futures_util::StreamExt;
 use oci_spec::image::{ImageIndex, ImageManifest};
 use rdpull_verify::Digest;
 
-use crate::client::{http_error, Registry};
-use crate::endpoint::Capability;
+use crate::client::Registry;
 use crate::error::FetchError;
+use crate::http::http_error;
+use crate::options::Capability;
 use crate::platform::Platform;
 use crate::reference::Reference;
 
@@ -116,6 +117,7 @@ pub async fn resolve(
     }
     Err(FetchError::IndexTooDeep {
         reference: reference.to_string(),
+        limit: MAX_INDEX_DEPTH,
     })
 }
 

@@ -9,9 +9,9 @@ use rdpull_verify::Digest;
 use crate::error::FetchError;
 
 /// The registry that short names resolve to.
-pub const DEFAULT_REGISTRY: &str = "docker.io";
+pub(crate) const DEFAULT_REGISTRY: &str = "docker.io";
 /// The host that actually serves `docker.io`.
-pub const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
+pub(crate) const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 const MAX_NAME_LEN: usize = 255;
 
 /// A fully qualified image reference: registry, repository and a tag, a digest or both.

@@ -43,7 +43,9 @@ async fn open(reg: &FakeRegistry, data: &[u8], chunks: ChunkPolicy, streams: usi
         media_type: "application/octet-stream".into(),
     };
     let budget = StreamBudget::new(streams, chunks_memory);
-    registry.blob("r", &desc, &budget).await.unwrap()
+    BlobStream::open(&registry, "r", &desc, &budget)
+        .await
+        .unwrap()
 }
 
 proptest! {

@@ -2,27 +2,35 @@ use std::io;
 
 /// Snapshot store errors, each naming the snapshot or file involved.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
+    /// A snapshot of that key or name exists already (another pull may have committed it).
     #[error("snapshot {0}: already exists")]
     AlreadyExists(String),
+    /// No snapshot has that key.
     #[error("snapshot {0}: not found")]
     NotFound(String),
+    /// The snapshot exists but the operation does not fit its kind or relations.
     #[error("snapshot {key}: {why}")]
     InvalidState { key: String, why: String },
+    /// No image record has that name.
     #[error("image {0}: not found")]
     ImageNotFound(String),
+    /// A filesystem operation on the store failed.
     #[error("{path}: {source}")]
     Io {
         path: String,
         #[source]
         source: io::Error,
     },
+    /// The metadata document does not parse.
     #[error("{path}: corrupt metadata: {source}")]
     Corrupt {
         path: String,
         #[source]
         source: serde_json::Error,
     },
+    /// A stored blob does not match its digest.
     #[error("blob {digest}: {source}")]
     Blob {
         digest: String,

@@ -18,9 +18,9 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use crate::error::StoreError;
+use rdpull_unpack::overlay::{is_opaque, is_overlay_xattr, is_whiteout};
 
-const OPAQUE: &[u8] = b"trusted.overlay.opaque";
+use crate::error::StoreError;
 
 /// What flattening copied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -158,6 +158,7 @@ impl Flattener {
         self.dir_times.remove(rel);
     }
 
+    /// Merge the directory `src` of a layer into `dst`, the destination directory `rel`.
     fn merge(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: Vec<u8>) -> Result<(), MergeError> {
         let mut names = Vec::new();
         for e in rfs::Dir::read_from(src).map_err(|e| (rel.clone(), "read dir", e.into()))? {
@@ -168,89 +169,123 @@ impl Flattener {
             }
         }
         for name in names {
-            let crel = join(&rel, &name);
-            let fail = |op: &'static str| {
-                let crel = crel.clone();
-                move |e: Errno| (crel, op, io::Error::from(e))
-            };
-            let st =
-                rfs::statat(src, os(&name), AtFlags::SYMLINK_NOFOLLOW).map_err(fail("stat"))?;
-            let ft = FileType::from_raw_mode(st.st_mode);
-            self.stats.entries += 1;
-            if ft == FileType::CharacterDevice && st.st_rdev == 0 {
-                // Whiteout: the path is gone from here up.
-                rdpull_unpack::remove_all(dst, &name).map_err(|e| (crel.clone(), "whiteout", e))?;
-                self.forget_below(&crel);
-                continue;
-            }
-            let existing = match rfs::statat(dst, os(&name), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(s) => Some(FileType::from_raw_mode(s.st_mode)),
-                Err(Errno::NOENT) => None,
-                Err(e) => return Err(fail("stat")(e)),
-            };
-            if ft == FileType::Directory {
-                let sfd = rfs::openat(
-                    src,
-                    os(&name),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(fail("open"))?;
-                let opaque = get_xattr(&sfd, OPAQUE).as_deref() == Some(b"y");
-                match existing {
-                    Some(FileType::Directory) if !opaque => {}
-                    Some(_) => {
-                        rdpull_unpack::remove_all(dst, &name)
-                            .map_err(|e| (crel.clone(), "replace", e))?;
-                        self.forget_below(&crel);
-                        rfs::mkdirat(dst, os(&name), Mode::from_raw_mode(0o700))
-                            .map_err(fail("mkdir"))?;
-                    }
-                    None => rfs::mkdirat(dst, os(&name), Mode::from_raw_mode(0o700))
-                        .map_err(fail("mkdir"))?,
-                }
-                let dfd = rfs::openat(
-                    dst,
-                    os(&name),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(fail("open"))?;
-                self.dir_meta(&sfd, &dfd, &st)
-                    .map_err(|e| (crel.clone(), "metadata", e))?;
-                self.dir_times.insert(crel.clone(), st.st_mtime_ts());
-                self.merge(&sfd, &dfd, crel)?;
-                continue;
-            }
-            if let Some(t) = existing {
-                if t == FileType::Directory {
-                    rdpull_unpack::remove_all(dst, &name)
-                        .map_err(|e| (crel.clone(), "replace", e))?;
-                    self.forget_below(&crel);
-                } else {
-                    rfs::unlinkat(dst, os(&name), AtFlags::empty()).map_err(fail("replace"))?;
-                }
-            }
-            let key = (st.st_dev, st.st_ino);
-            if st.st_nlink > 1 {
-                if let Some(first) = self.links.get(&key) {
-                    let (fp, fname) = match first.iter().rposition(|&b| b == b'/') {
-                        Some(i) => (&first[..i], &first[i + 1..]),
-                        None => (&first[..0], &first[..]),
-                    };
-                    let pfd = self
-                        .dest_dir(fp, OFlags::PATH)
-                        .map_err(|e| (crel.clone(), "hard link", e))?;
-                    rfs::linkat(&pfd, os(fname), dst, os(&name), AtFlags::empty())
-                        .map_err(fail("hard link"))?;
-                    continue;
-                }
-                self.links.insert(key, crel.clone());
-            }
-            self.copy_entry(src, dst, &name, &st, ft)
-                .map_err(|e| (crel.clone(), "copy", e))?;
+            self.merge_entry(src, dst, &name, join(&rel, &name))?;
         }
         Ok(())
+    }
+
+    /// One entry of a layer directory: a whiteout removes, a directory merges (or
+    /// replaces, when opaque), anything else replaces.
+    fn merge_entry(
+        &mut self,
+        src: &OwnedFd,
+        dst: &OwnedFd,
+        name: &[u8],
+        crel: Vec<u8>,
+    ) -> Result<(), MergeError> {
+        let fail = |op: &'static str| {
+            let crel = crel.clone();
+            move |e: Errno| (crel, op, io::Error::from(e))
+        };
+        let st = rfs::statat(src, os(name), AtFlags::SYMLINK_NOFOLLOW).map_err(fail("stat"))?;
+        let ft = FileType::from_raw_mode(st.st_mode);
+        self.stats.entries += 1;
+        if is_whiteout(&st) {
+            // The path is gone from here up.
+            return self.remove(dst, name, &crel, "whiteout");
+        }
+        let existing = match rfs::statat(dst, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(s) => Some(FileType::from_raw_mode(s.st_mode)),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(fail("stat")(e)),
+        };
+        if ft == FileType::Directory {
+            return self.merge_dir(src, dst, name, crel, &st, existing);
+        }
+        match existing {
+            Some(FileType::Directory) => self.remove(dst, name, &crel, "replace")?,
+            Some(_) => rfs::unlinkat(dst, os(name), AtFlags::empty()).map_err(fail("replace"))?,
+            None => {}
+        }
+        let key = (st.st_dev, st.st_ino);
+        if st.st_nlink > 1 {
+            if let Some(first) = self.links.get(&key) {
+                return self.link_to_first(first.clone(), dst, name, &crel);
+            }
+            self.links.insert(key, crel.clone());
+        }
+        self.copy_entry(src, dst, name, &st, ft)
+            .map_err(|e| (crel, "copy", e))
+    }
+
+    /// A directory of a layer: merged into an existing directory unless it is opaque,
+    /// else made anew; its metadata is the upper one's.
+    fn merge_dir(
+        &mut self,
+        src: &OwnedFd,
+        dst: &OwnedFd,
+        name: &[u8],
+        crel: Vec<u8>,
+        st: &Stat,
+        existing: Option<FileType>,
+    ) -> Result<(), MergeError> {
+        let fail = |op: &'static str| {
+            let crel = crel.clone();
+            move |e: Errno| (crel, op, io::Error::from(e))
+        };
+        let open = |dir: &OwnedFd| {
+            rfs::openat(
+                dir,
+                os(name),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        let sfd = open(src).map_err(fail("open"))?;
+        let keep_lower = existing == Some(FileType::Directory) && !is_opaque(&sfd);
+        if !keep_lower {
+            if existing.is_some() {
+                self.remove(dst, name, &crel, "replace")?;
+            }
+            rfs::mkdirat(dst, os(name), Mode::from_raw_mode(0o700)).map_err(fail("mkdir"))?;
+        }
+        let dfd = open(dst).map_err(fail("open"))?;
+        self.dir_meta(&sfd, &dfd, st)
+            .map_err(|e| (crel.clone(), "metadata", e))?;
+        self.dir_times.insert(crel.clone(), st.st_mtime_ts());
+        self.merge(&sfd, &dfd, crel)
+    }
+
+    /// Remove `name` (of any type) from `dst`, and forget its directory times.
+    fn remove(
+        &mut self,
+        dst: &OwnedFd,
+        name: &[u8],
+        crel: &[u8],
+        op: &'static str,
+    ) -> Result<(), MergeError> {
+        rdpull_unpack::remove_all(dst, name).map_err(|e| (crel.to_vec(), op, e))?;
+        self.forget_below(crel);
+        Ok(())
+    }
+
+    /// Another name of an inode already copied from this layer: a hard link to its copy.
+    fn link_to_first(
+        &self,
+        first: Vec<u8>,
+        dst: &OwnedFd,
+        name: &[u8],
+        crel: &[u8],
+    ) -> Result<(), MergeError> {
+        let (fp, fname) = match first.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&first[..i], &first[i + 1..]),
+            None => (&first[..0], &first[..]),
+        };
+        let pfd = self
+            .dest_dir(fp, OFlags::PATH)
+            .map_err(|e| (crel.to_vec(), "hard link", e))?;
+        rfs::linkat(&pfd, os(fname), dst, os(name), AtFlags::empty())
+            .map_err(|e| (crel.to_vec(), "hard link", e.into()))
     }
 
     /// Owner, mode and xattrs of a directory: overlayfs shows the upper one's, so any
@@ -337,7 +372,7 @@ impl Flattener {
         let n = rfs::llistxattr(os(&sp), &mut names[..]).unwrap_or(0);
         for x in names[..n]
             .split(|&b| b == 0)
-            .filter(|x| !x.is_empty() && !x.starts_with(b"trusted.overlay."))
+            .filter(|x| !x.is_empty() && !is_overlay_xattr(x))
         {
             let mut v = vec![0u8; 64 << 10];
             let len = rfs::lgetxattr(os(&sp), os(x), &mut v[..])?;
@@ -390,7 +425,7 @@ fn list_xattrs(fd: &impl AsFd) -> Vec<Vec<u8>> {
     let n = rfs::flistxattr(fd, &mut buf[..]).unwrap_or(0);
     buf[..n]
         .split(|&b| b == 0)
-        .filter(|x| !x.is_empty() && !x.starts_with(b"trusted.overlay."))
+        .filter(|x| !x.is_empty() && !is_overlay_xattr(x))
         .map(<[u8]>::to_vec)
         .collect()
 }

@@ -11,13 +11,15 @@
 mod chain;
 mod error;
 mod flatten;
+mod fsutil;
 mod images;
+mod record;
 mod store;
 mod writeback;
 
 pub use chain::ChainId;
 pub use error::StoreError;
 pub use flatten::{flatten, FlattenStats};
-pub use images::{ImageRecord, LayerRecord};
+pub use record::{ImageRecord, LayerRecord};
 pub use store::{Info, Kind, Mount, Store};
 pub use writeback::Writeback;

@@ -13,11 +13,11 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{flock, FlockOperation};
 
 use crate::error::{io_err, StoreError};
+use crate::fsutil::{now_ns, remove_dir, sync_dir};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,7 +55,7 @@ pub(crate) struct Metadata {
     pub next_id: u64,
     pub snapshots: BTreeMap<String, Info>,
     #[serde(default)]
-    pub images: BTreeMap<String, crate::images::ImageRecord>,
+    pub images: BTreeMap<String, crate::record::ImageRecord>,
 }
 
 pub struct Store {
@@ -71,7 +71,7 @@ pub(crate) struct Locked<'a> {
 
 impl Locked<'_> {
     /// Replace the metadata file durably.
-    pub fn save(&self) -> Result<(), StoreError> {
+    pub(crate) fn save(&self) -> Result<(), StoreError> {
         let path = self.store.root.join("metadata.json");
         let tmp = self.store.root.join("metadata.json.tmp");
         let data = serde_json::to_vec_pretty(&self.meta).expect("metadata serializes");
@@ -81,27 +81,6 @@ impl Locked<'_> {
         std::fs::rename(&tmp, &path).map_err(io_err(path.display()))?;
         sync_dir(&self.store.root)
     }
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir.display()))
-}
-
-/// `rm -rf`, quiet when nothing is there.
-pub(crate) fn remove_dir(dir: &Path) -> Result<(), StoreError> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(dir.display())(e)),
-        _ => Ok(()),
-    }
-}
-
-pub(crate) fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
 
 impl Store {

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,31 +20,26 @@ use rustix::io::Errno;
 use tar::EntryType;
 
 use crate::error::UnpackError;
+use crate::overlay::{is_overlay_xattr, make_whiteout, set_opaque};
 use crate::path::{clean, display, split};
 use crate::pax::{read_sparse_map_v1, PaxMeta, SparseHeader};
 use crate::root::{clear_slot, os, LayerRoot, Previous};
-use crate::small::{Finished, SmallFile, SmallFileWriter, SmallFiles};
+use crate::writeback::{start_writeback, WRITEBACK_MIN};
 
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// Size of the copy buffer for file data.
 const COPY_BUF: usize = 256 << 10;
-/// Files up to this size may go to a small-file writer; larger ones are written in pieces.
-const RING_MAX_FILE: u64 = 64 << 10;
 
 /// How to apply a layer.
 #[derive(Clone, Debug)]
 pub struct ApplyOptions {
     /// Set owners from the tar headers (needs root; without it files belong to the caller).
     pub same_owner: bool,
-    /// Who creates small files (README, "Performance").
-    pub small_files: SmallFileWriter,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             same_owner: rustix::process::geteuid().is_root(),
-            small_files: SmallFileWriter::Inline,
         }
     }
 }
@@ -89,9 +85,6 @@ pub fn apply_tar<R: Read>(
         dir_times: Vec::new(),
         buf: vec![0; COPY_BUF],
         stats: LayerStats::default(),
-        small: SmallFiles::new(options.small_files),
-        finished: Vec::new(),
-        spare: Vec::new(),
     };
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(UnpackError::Tar)? {
@@ -112,11 +105,34 @@ struct Applier {
     dir_times: Vec<(Vec<u8>, (i64, u32))>,
     buf: Vec<u8>,
     stats: LayerStats,
-    small: Option<SmallFiles>,
-    /// Small files finished but not yet settled (mtime, or a redo).
-    finished: Vec<Finished>,
-    /// Data buffers of settled small files, for reuse.
-    spare: Vec<Vec<u8>>,
+}
+
+/// An entry's name (the PAX sparse name wins), its metadata (PAX values win over the
+/// header's) and its sparse map, if any.
+fn read_header<R: Read>(
+    e: &mut tar::Entry<'_, R>,
+) -> Result<(Vec<u8>, Meta, Option<SparseHeader>), UnpackError> {
+    let pax = match e.pax_extensions().map_err(UnpackError::Tar)? {
+        Some(records) => PaxMeta::parse(records).map_err(UnpackError::Tar)?,
+        None => PaxMeta::default(),
+    };
+    let raw_path = match pax.sparse.as_ref().and_then(|s| s.name.clone()) {
+        Some(name) => name,
+        None => e.path_bytes().into_owned(),
+    };
+    let rel = clean(&raw_path);
+    let h = e.header();
+    let num = |r: io::Result<u64>| r.map_err(entry_err(&rel, "header"));
+    let meta = Meta {
+        mode: num(h.mode().map(u64::from))? as u32 & 0o7777,
+        uid: pax.uid.map_or_else(|| num(h.uid()), Ok)? as u32,
+        gid: pax.gid.map_or_else(|| num(h.gid()), Ok)? as u32,
+        mtime: pax
+            .mtime
+            .map_or_else(|| num(h.mtime()).map(|t| (t as i64, 0)), Ok)?,
+        xattrs: pax.xattrs,
+    };
+    Ok((raw_path, meta, pax.sparse))
 }
 
 fn entry_err<'a>(rel: &'a [u8], op: &'static str) -> impl FnOnce(io::Error) -> UnpackError + 'a {
@@ -137,43 +153,10 @@ impl Applier {
         if matches!(kind, EntryType::XGlobalHeader) {
             return Ok(());
         }
-        let pax = match e.pax_extensions().map_err(UnpackError::Tar)? {
-            Some(records) => PaxMeta::parse(records).map_err(UnpackError::Tar)?,
-            None => PaxMeta::default(),
-        };
-        let raw_path = match pax.sparse.as_ref().and_then(|s| s.name.clone()) {
-            Some(name) => name,
-            None => e.path_bytes().into_owned(),
-        };
+        let (raw_path, meta, sparse) = read_header(&mut e)?;
         let rel = clean(&raw_path);
-        let h = e.header();
-        let num = |r: io::Result<u64>| r.map_err(entry_err(&rel, "header"));
-        let meta = Meta {
-            mode: num(h.mode().map(u64::from))? as u32 & 0o7777,
-            uid: pax.uid.map_or_else(|| num(h.uid()), Ok)? as u32,
-            gid: pax.gid.map_or_else(|| num(h.gid()), Ok)? as u32,
-            mtime: pax
-                .mtime
-                .map_or_else(|| num(h.mtime()).map(|t| (t as i64, 0)), Ok)?,
-            xattrs: pax.xattrs,
-        };
         self.stats.entries += 1;
         let (parent, name) = split(&rel);
-        if self.small.is_some() {
-            let small = matches!(kind, EntryType::Regular | EntryType::Continuous)
-                && !raw_path.ends_with(b"/")
-                && !name.starts_with(b".wh.")
-                && !rel.is_empty()
-                && pax.sparse.is_none()
-                && e.size() <= RING_MAX_FILE
-                && meta.xattrs.is_empty()
-                && self.mode_at_create(&meta);
-            if small {
-                return self.small_file(&rel, &mut e, &meta);
-            }
-            // Anything else may depend on files still in flight.
-            self.settle_small()?;
-        }
         if let Some(target) = name.strip_prefix(b".wh.") {
             return self.whiteout(parent, target, &rel, &meta);
         }
@@ -186,25 +169,18 @@ impl Applier {
                 why: "a non-directory entry names the layer root".into(),
             });
         }
+        let link_target = |e: &tar::Entry<'_, R>| {
+            e.link_name_bytes()
+                .map(|c| c.into_owned())
+                .unwrap_or_default()
+        };
         match kind {
             _ if is_dir => self.directory(&rel, &meta),
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.file(&rel, &mut e, &meta, pax.sparse)
+                self.file(&rel, &mut e, &meta, sparse)
             }
-            EntryType::Symlink => {
-                let target = e
-                    .link_name_bytes()
-                    .map(|c| c.into_owned())
-                    .unwrap_or_default();
-                self.symlink(&rel, &target, &meta)
-            }
-            EntryType::Link => {
-                let target = e
-                    .link_name_bytes()
-                    .map(|c| c.into_owned())
-                    .unwrap_or_default();
-                self.hardlink(&rel, &target)
-            }
+            EntryType::Symlink => self.symlink(&rel, &link_target(&e), &meta),
+            EntryType::Link => self.hardlink(&rel, &link_target(&e)),
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let h = e.header();
                 let major = h.device_major().ok().flatten().unwrap_or(0);
@@ -437,7 +413,9 @@ impl Applier {
         };
         let tparent = match self.root.lookup_dir(tp) {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc_enoent()) => return Err(not_here()),
+            Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
+                return Err(not_here())
+            }
             Err(e) => return Err(entry_err(rel, "hard link target")(e)),
         };
         match rfs::statat(&tparent, os(tn), AtFlags::SYMLINK_NOFOLLOW) {
@@ -518,14 +496,7 @@ impl Applier {
         };
         match rfs::statat(&*parent, os(target), AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => {
-                rfs::mknodat(
-                    &*parent,
-                    os(target),
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    0,
-                )
-                .map_err(errno("whiteout", &wrel))?;
+                make_whiteout(&*parent, target).map_err(errno("whiteout", &wrel))?;
                 if self.needs_chown(meta) {
                     rfs::chownat(
                         &*parent,
@@ -633,88 +604,7 @@ impl Applier {
         Ok(())
     }
 
-    /// A small new file, handed to the small-file writer (see `small`).
-    fn small_file<R: Read>(
-        &mut self,
-        rel: &[u8],
-        data: &mut R,
-        meta: &Meta,
-    ) -> Result<(), UnpackError> {
-        let small = self.small.as_ref().expect("small-file writer present");
-        if small.conflicts(rel) {
-            self.settle_small()?;
-        }
-        let parent = self.parent_dir(rel)?;
-        let mut buf = self.spare.pop().unwrap_or_default();
-        buf.clear();
-        data.read_to_end(&mut buf).map_err(entry_err(rel, "read"))?;
-        let Ok(name) = std::ffi::CString::new(split(rel).1) else {
-            return self.file(rel, &mut &buf[..], meta, None);
-        };
-        let file = SmallFile {
-            parent,
-            name,
-            rel: rel.to_vec(),
-            data: buf,
-            mode: meta.mode,
-            mtime: meta.mtime,
-        };
-        let small = self.small.as_mut().expect("small-file writer present");
-        small.push(file, &mut self.finished);
-        self.settle_finished()
-    }
-
-    /// Wait for every small file in flight and settle it.
-    fn settle_small(&mut self) -> Result<(), UnpackError> {
-        if let Some(small) = self.small.as_mut() {
-            if !small.is_empty() {
-                small.drain(&mut self.finished);
-            }
-        }
-        self.settle_finished()
-    }
-
-    /// Set the mtime of small files the writer could not set it on, redo those whose
-    /// name was taken.
-    fn settle_finished(&mut self) -> Result<(), UnpackError> {
-        for Finished {
-            file,
-            failed,
-            mtime_set,
-        } in std::mem::take(&mut self.finished)
-        {
-            match failed {
-                None if mtime_set => self.stats.file_bytes += file.data.len() as u64,
-                None => {
-                    rfs::utimensat(
-                        &*file.parent,
-                        file.name.as_c_str(),
-                        &times(file.mtime),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(errno("set mtime", &file.rel))?;
-                    self.stats.file_bytes += file.data.len() as u64;
-                }
-                Some(("create", Errno::EXIST)) => {
-                    // An earlier entry holds the name: replace it the plain way.
-                    let meta = Meta {
-                        mode: file.mode,
-                        uid: self.euid,
-                        gid: self.egid,
-                        mtime: file.mtime,
-                        xattrs: Vec::new(),
-                    };
-                    self.file(&file.rel, &mut &file.data[..], &meta, None)?;
-                }
-                Some((op, e)) => return Err(errno(op, &file.rel)(e)),
-            }
-            self.spare.push(file.data);
-        }
-        Ok(())
-    }
-
     fn finish(mut self) -> Result<LayerStats, UnpackError> {
-        self.settle_small()?;
         // Deepest last-listed first; a directory replaced since is simply skipped.
         for (rel, t) in self.dir_times.iter().rev() {
             let fd = if rel.is_empty() {
@@ -742,11 +632,7 @@ impl Applier {
 /// xattrs never taken from a layer: overlayfs's own (a layer must not forge redirects or
 /// metacopy markers) and SELinux labels (the host's policy decides those).
 fn skip_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name == b"security.selinux"
-}
-
-fn set_opaque(fd: &impl std::os::fd::AsFd) -> io::Result<()> {
-    Ok(rfs::fsetxattr(fd, OPAQUE_XATTR, b"y", XattrFlags::empty())?)
+    is_overlay_xattr(name) || name == b"security.selinux"
 }
 
 pub(crate) fn times((secs, nanos): (i64, u32)) -> Timestamps {
@@ -766,10 +652,6 @@ fn uid(u: u32) -> rfs::Uid {
 
 fn gid(g: u32) -> rfs::Gid {
     rfs::Gid::from_raw(g)
-}
-
-fn libc_enoent() -> i32 {
-    Errno::NOENT.raw_os_error()
 }
 
 /// True when every byte is zero. Checked a 64-byte block at a time without an early exit
@@ -797,18 +679,5 @@ fn create_mode_is_exact(mode: u32) -> bool {
     match umask {
         Some(umask) => mode & 0o7000 == 0 && mode & umask == 0,
         None => false,
-    }
-}
-
-/// Files at least this large have their writeback started as soon as they are written.
-pub(crate) const WRITEBACK_MIN: u64 = 32 << 10;
-
-/// Start writing `file`'s dirty pages to disk without waiting, so that the `syncfs`
-/// before commit finds most of the layer already written: the disk works while the
-/// rest of the layer is still being decompressed.
-pub(crate) fn start_writeback(file: &File) {
-    // SAFETY: a plain syscall on a valid fd; failure only loses the head start.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
     }
 }

@@ -30,15 +30,15 @@ pub struct LayerDescriptor<'a> {
     pub diff_id: &'a Digest,
 }
 
-/// Remembers the first error a reader returned, so the stage that failed can be named
-/// even after the error has passed through the stages above it.
+/// Keeps the first error a reader returned, so the stage that failed can be named (with
+/// its typed error) even after a failure has passed through the stages above it.
 struct ErrorTap<R> {
     inner: R,
-    first: Rc<RefCell<Option<String>>>,
+    first: Rc<RefCell<Option<io::Error>>>,
 }
 
 impl<R> ErrorTap<R> {
-    fn new(inner: R) -> (Self, Rc<RefCell<Option<String>>>) {
+    fn new(inner: R) -> (Self, Rc<RefCell<Option<io::Error>>>) {
         let first = Rc::new(RefCell::new(None));
         (
             ErrorTap {
@@ -52,8 +52,14 @@ impl<R> ErrorTap<R> {
 
 impl<R: Read> Read for ErrorTap<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            self.first.borrow_mut().get_or_insert_with(|| e.to_string());
+        self.inner.read(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return e;
+            }
+            // The stages above see a stand-in of the same kind; the original is reported.
+            let stand_in = io::Error::new(e.kind(), e.to_string());
+            self.first.borrow_mut().get_or_insert(e);
+            stand_in
         })
     }
 }
@@ -111,15 +117,15 @@ pub fn unpack_layer<R: Read>(
     let mut compressed = decoder.into_inner().into_inner();
     let rest = compressed.drain();
 
-    if let Some(why) = source_failed.borrow().clone() {
-        return Err(UnpackError::Source(why));
+    if let Some(source) = source_failed.borrow_mut().take() {
+        return Err(UnpackError::Source(source));
     }
     if compressed.exceeded_limit() {
         return Err(UnpackError::Blob(VerifyError::TooLong {
             limit: layer.size,
         }));
     }
-    rest.map_err(|e| UnpackError::Source(e.to_string()))?;
+    rest.map_err(UnpackError::Source)?;
     compressed
         .verify(layer.digest, Some(layer.size))
         .map_err(UnpackError::Blob)?;

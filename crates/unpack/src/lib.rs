@@ -5,23 +5,22 @@
 //! format ([`apply_tar`]: whiteouts as 0:0 devices, opaque directories as xattrs), and
 //! the verified composition of both ([`unpack_layer`]: compressed digest and size, then
 //! DiffID, checked as the bytes stream through, on two threads joined by a bounded pipe).
-//! Small files can be handed to other writers ([`SmallFileWriter`]: worker threads or
-//! io_uring), measured and kept off by default. Every path is resolved inside the layer
-//! directory as if it were `/` (openat2 `RESOLVE_IN_ROOT`), so a hostile layer cannot
-//! write outside it. It does not fetch blobs, decide where layer directories live, or
+//! The overlay format itself (whiteout devices, opaque markers) is defined once, in
+//! [`overlay`], for the applier here and for flattening in `rdpull-snapshot`. Every path
+//! is resolved inside the layer directory as if it were `/` (openat2 `RESOLVE_IN_ROOT`),
+//! so a hostile layer cannot write outside it. It does not fetch blobs, decide where layer directories live, or
 //! commit them: that is the snapshot store's job.
 
 mod apply;
 mod compression;
 mod error;
 mod layer;
+pub mod overlay;
 mod path;
 mod pax;
 mod pipe;
-mod pool;
 mod root;
-mod small;
-mod uring;
+mod writeback;
 
 pub use apply::{apply_tar, ApplyOptions, LayerStats};
 pub use compression::{Compression, Decoder};
@@ -29,4 +28,3 @@ pub use error::UnpackError;
 pub use layer::{unpack_layer, LayerDescriptor};
 pub use path::clean as clean_path;
 pub use root::remove_all;
-pub use small::SmallFileWriter;

@@ -19,7 +19,7 @@ pub fn clean(name: &[u8]) -> Vec<u8> {
 }
 
 /// Split a cleaned path into (parent, name). The root has no name.
-pub fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split(rel: &[u8]) -> (&[u8], &[u8]) {
     match rel.iter().rposition(|&b| b == b'/') {
         Some(i) => (&rel[..i], &rel[i + 1..]),
         None => (&[], rel),
@@ -27,7 +27,7 @@ pub fn split(rel: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// A path for messages: `/` plus the cleaned path, invalid UTF-8 replaced.
-pub fn display(rel: &[u8]) -> String {
+pub(crate) fn display(rel: &[u8]) -> String {
     format!("/{}", String::from_utf8_lossy(rel))
 }
 

@@ -5,7 +5,7 @@ use std::io::{self, Read};
 
 /// Metadata an entry's PAX header overrides or adds.
 #[derive(Default, Debug)]
-pub struct PaxMeta {
+pub(crate) struct PaxMeta {
     pub uid: Option<u64>,
     pub gid: Option<u64>,
     pub mtime: Option<(i64, u32)>,
@@ -15,7 +15,7 @@ pub struct PaxMeta {
 
 /// A GNU sparse file described in PAX records (formats 0.0, 0.1 and 1.0).
 #[derive(Debug, Default)]
-pub struct SparseHeader {
+pub(crate) struct SparseHeader {
     pub major: u32,
     pub minor: u32,
     pub name: Option<Vec<u8>>,
@@ -28,7 +28,7 @@ pub struct SparseHeader {
 const MAX_SPARSE_EXTENTS: usize = 1 << 20;
 
 impl PaxMeta {
-    pub fn parse<'a, I>(records: I) -> io::Result<PaxMeta>
+    pub(crate) fn parse<'a, I>(records: I) -> io::Result<PaxMeta>
     where
         I: Iterator<Item = io::Result<tar::PaxExtension<'a>>>,
     {
@@ -139,7 +139,7 @@ fn parse_time(v: &[u8]) -> io::Result<(i64, u32)> {
 
 /// Read the sparse map that starts the data of a format 1.0 entry: decimal numbers, one
 /// per line (count, then offset/size pairs), padded to a 512-byte block.
-pub fn read_sparse_map_v1(r: &mut impl Read) -> io::Result<(Vec<(u64, u64)>, u64)> {
+pub(crate) fn read_sparse_map_v1(r: &mut impl Read) -> io::Result<(Vec<(u64, u64)>, u64)> {
     let mut consumed = 0u64;
     let mut block = [0u8; 512];
     let mut pos = 512;

@@ -36,7 +36,7 @@ pub(crate) struct LayerRoot {
 }
 
 impl LayerRoot {
-    pub fn open(dir: &Path) -> io::Result<LayerRoot> {
+    pub(crate) fn open(dir: &Path) -> io::Result<LayerRoot> {
         let fd = rfs::open(
             dir,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -49,12 +49,12 @@ impl LayerRoot {
         })
     }
 
-    pub fn root_fd(&self) -> Arc<OwnedFd> {
+    pub(crate) fn root_fd(&self) -> Arc<OwnedFd> {
         self.root.clone()
     }
 
     /// The directory at `rel` (cleaned, relative), created with its missing parents.
-    pub fn dir(&mut self, rel: &[u8]) -> io::Result<Arc<OwnedFd>> {
+    pub(crate) fn dir(&mut self, rel: &[u8]) -> io::Result<Arc<OwnedFd>> {
         if rel.is_empty() {
             return Ok(self.root.clone());
         }
@@ -72,7 +72,7 @@ impl LayerRoot {
     }
 
     /// The directory at `rel` if it exists (symlinks resolved inside the root).
-    pub fn lookup_dir(&self, rel: &[u8]) -> io::Result<OwnedFd> {
+    pub(crate) fn lookup_dir(&self, rel: &[u8]) -> io::Result<OwnedFd> {
         if rel.is_empty() {
             return Ok(rfs::openat(
                 &*self.root,
@@ -91,7 +91,7 @@ impl LayerRoot {
     }
 
     /// Remember an open directory (one we just created, say) for later lookups.
-    pub fn remember(&mut self, rel: &[u8], fd: Arc<OwnedFd>) {
+    pub(crate) fn remember(&mut self, rel: &[u8], fd: Arc<OwnedFd>) {
         if self.dirs.len() >= DIR_CACHE_MAX {
             self.dirs.clear();
         }
@@ -100,7 +100,7 @@ impl LayerRoot {
 
     /// Forget every cached directory: a directory or symlink was removed or replaced, so a
     /// cached path may now name something else.
-    pub fn invalidate(&mut self) {
+    pub(crate) fn invalidate(&mut self) {
         self.dirs.clear();
     }
 

@@ -1,22 +1,25 @@
 //! Throughput of each pipeline stage on real layer data, to choose backends and techniques
-//! (README, "Performance"). Inputs: the testbed's debian:bookworm layer (gzip and zstd),
+//! (docs/performance.md). Inputs: the testbed's debian:bookworm layer (gzip and zstd),
 //! fetched once from the registry that `../shared/testbed/registry-up` starts; synthetic
 //! tars for tar application. Tar application writes to /dev/shm so that the numbers are
-//! the unpacker's CPU and syscall cost, not this VM's disk (see the README's note on deleted inodes).
+//! the unpacker's CPU and syscall cost, not this VM's disk (docs/performance.md, on
+//! deleted inodes). The C backends compared here (ISA-L igzip, zlib-ng, libdeflate,
+//! aws-lc, ring) are why this is a crate of its own, outside the default members: building
+//! them needs nasm, autotools and cmake (`scripts/build-deps`).
 //!
-//!     cargo bench --bench stages
+//!     scripts/build-deps && cargo bench -p rdpull-stage-bench
 
 use std::path::Path;
 use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rdpull_testkit::{testbed, Tar};
-use rdpull_unpack::{Compression, Decoder, SmallFileWriter};
+use rdpull_unpack::{Compression, Decoder};
 use sha2::Digest as _;
 
 /// The single layer blob of `image` on the testbed registry, cached under target/.
 fn layer_blob(image: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(image.replace([':', '/'], "_"));
     if let Ok(b) = std::fs::read(&file) {
@@ -271,7 +274,7 @@ fn tar_apply(c: &mut Criterion) {
     let large = Tar::default().file("big", &big).finish();
     // tmpfs shows the unpacker's own CPU and syscall cost; the disk (ext4 under
     // target/) adds the filesystem's, which is what a pull pays.
-    let disk = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-apply");
+    let disk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-apply");
     std::fs::create_dir_all(&disk).unwrap();
     for (fs, base) in [("tmpfs", Path::new("/dev/shm")), ("ext4", disk.as_path())] {
         let mut g = c.benchmark_group(format!("tar apply ({fs})"));
@@ -287,19 +290,9 @@ fn tar_apply(c: &mut Criterion) {
             } else {
                 Throughput::Bytes(tar.len() as u64)
             });
-            for (writer, small_files) in [
-                ("applying thread", SmallFileWriter::Inline),
-                ("2 worker threads", SmallFileWriter::Threads),
-                ("io_uring", SmallFileWriter::IoUring),
-            ] {
-                if files == 1 && small_files != SmallFileWriter::Inline {
-                    continue; // large files are always written by the applying thread
-                }
-                let options = rdpull_unpack::ApplyOptions {
-                    small_files,
-                    ..Default::default()
-                };
-                g.bench_with_input(BenchmarkId::new(writer, name), tar, |b, tar| {
+            {
+                let options = rdpull_unpack::ApplyOptions::default();
+                g.bench_with_input(BenchmarkId::new("applying thread", name), tar, |b, tar| {
                     // Trees are removed only after the group: on this VM's ext4 (no
                     // journal) creating files right after a large delete is several
                     // times slower, which would measure the previous iteration's rm.

@@ -1,0 +1,25 @@
+//! The pull pipeline of rdpull, as a library: one image from a registry into the
+//! snapshot store, every layer fetched, verified, decompressed and unpacked in one pass.
+//!
+//! This crate owns the order of the pull ([`pull`]): stale snapshots of dead pulls are
+//! removed, the reference is resolved to a manifest and config, every missing layer gets
+//! a task that streams its blob through the unpacker into an active snapshot, layers
+//! commit strictly in chain order, and the image is recorded last. Progress goes to a
+//! [`Reporter`], so a terminal, a daemon's log and a test each see the same events.
+//! [`unpack_to`] flattens a pulled image into a plain directory.
+//!
+//! It does not speak HTTP (`rdpull-fetch`), hash (`rdpull-verify`), write layer files
+//! (`rdpull-unpack`) or keep metadata (`rdpull-snapshot`); it wires them, and it never
+//! prints: rendering is the caller's.
+
+mod error;
+mod layer;
+mod owner;
+mod pull;
+mod report;
+mod rootfs;
+
+pub use error::{ConfigError, LayerError, PullError};
+pub use pull::{pull, pull_if_missing, Ensured, PullOptions, PullOutcome};
+pub use report::{LayerState, NoReport, Reporter};
+pub use rootfs::unpack_to;

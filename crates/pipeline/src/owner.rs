@@ -1,0 +1,41 @@
+//! Which process owns an active snapshot, so that a later pull can remove the snapshots
+//! of one that died.
+
+/// Label naming the process that owns an active snapshot (`pid:starttime`).
+pub(crate) const OWNER_LABEL: &str = "rdpull.io/owner";
+
+/// `pid:starttime` of this process: a pid alone can be reused after a crash.
+pub(crate) fn owner_label() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", start_time(pid).unwrap_or_default())
+}
+
+/// Is the process an owner label names still running (the same process, not a reuse of
+/// its pid)?
+pub(crate) fn owner_alive(owner: &str) -> bool {
+    let Some((pid, start)) = owner.split_once(':') else {
+        return false;
+    };
+    pid.parse::<u32>().ok().and_then(start_time).as_deref() == Some(start)
+}
+
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the parenthesised command name (which may hold spaces).
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_is_not() {
+        let me = owner_label();
+        assert!(owner_alive(&me), "{me}");
+        let pid = me.split_once(':').unwrap().0;
+        assert!(!owner_alive(&format!("{pid}:1")));
+        assert!(!owner_alive("not-a-label"));
+    }
+}

@@ -1,0 +1,397 @@
+//! [`pull`]: one image into the store, step by step.
+//!
+//! 1. [`remove_stale`]: active snapshots of pulls whose process is gone are removed.
+//! 2. [`Source::resolve`]: connect, resolve the reference to a manifest, fetch the config,
+//!    derive the ChainIDs.
+//! 3. [`find_present`]: which layers the store already has committed.
+//! 4. [`Layers::fetch`]: every missing layer gets a task (largest first); layers commit
+//!    strictly in chain order, each only after both its digests matched, so the store
+//!    never holds a committed layer without its parents. The first failure cancels the
+//!    rest and removes their active snapshots; layers committed before it stay.
+//! 5. [`record_image`]: manifest, index and config blobs, then the image record.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use oci_spec::image::ImageConfiguration;
+use rdpull_fetch::{
+    blob_json, resolve, ClientOptions, Platform, Reference, Registry, ResolvedImage, StreamBudget,
+};
+use rdpull_snapshot::{ChainId, ImageRecord, LayerRecord, Store, StoreError, Writeback};
+use rdpull_verify::Digest;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::error::{ConfigError, PullError};
+use crate::layer::LayerJob;
+use crate::owner::{owner_alive, owner_label, OWNER_LABEL};
+use crate::report::{LayerState, Reporter};
+
+/// Image configs are small; this only stops a hostile registry from making us buffer.
+const MAX_CONFIG_SIZE: u64 = 16 << 20;
+/// How often the store's filesystem is written back while layers unpack (measured:
+/// docs/performance.md, "Writeback while unpacking").
+const WRITEBACK_INTERVAL: Duration = Duration::from_millis(1000);
+/// Label recording which blob a layer snapshot was unpacked from.
+const LAYER_DIGEST_LABEL: &str = "rdpull.io/layer.digest";
+
+/// How to pull.
+#[derive(Clone, Debug)]
+pub struct PullOptions {
+    /// Layer downloads at once (and the HTTP connection pool's size).
+    pub parallel: usize,
+    /// The platform chosen from a multi-platform index.
+    pub platform: Platform,
+    /// Registry access: TLS, credentials, hosts.toml, retries, chunking.
+    pub client: ClientOptions,
+}
+
+/// What a pull did.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PullOutcome {
+    /// The image as recorded in the store.
+    pub image: ImageRecord,
+    /// Layers this pull downloaded and committed (the rest were present).
+    pub fetched_layers: usize,
+    /// Nothing was fetched and the reference already named this image.
+    pub up_to_date: bool,
+}
+
+/// Pull `reference` into `store`, reporting progress to `reporter`.
+pub async fn pull(
+    store: Arc<Store>,
+    reference: &Reference,
+    options: &PullOptions,
+    reporter: Arc<dyn Reporter>,
+) -> Result<PullOutcome, PullError> {
+    let t0 = Instant::now();
+    remove_stale(&store)?;
+    let source = Source::resolve(reference, options, t0).await?;
+    reporter.started(reference, &source.image.layers);
+    let present = find_present(&store, &source.chain, &*reporter)?;
+    let fetched_layers = present.iter().filter(|p| !**p).count();
+    if fetched_layers > 0 {
+        let budget = StreamBudget::new(options.parallel, options.client.chunks.memory);
+        let layers = Layers::new(store.clone(), &source, reporter, budget, t0);
+        layers.fetch(&present).await?;
+    }
+    let previous = store.image(&reference.to_string()).ok();
+    let image = record_image(&store, reference, &options.platform, &source)?;
+    tracing::info!("{} ms: image recorded", t0.elapsed().as_millis());
+    let up_to_date =
+        fetched_layers == 0 && previous.is_some_and(|p| p.target_digest == image.target_digest);
+    Ok(PullOutcome {
+        image,
+        fetched_layers,
+        up_to_date,
+    })
+}
+
+/// An image made available by [`pull_if_missing`].
+#[derive(Clone, Debug)]
+pub enum Ensured {
+    /// The store had it for the platform asked for; nothing was fetched.
+    Present(ImageRecord),
+    /// It was pulled.
+    Pulled(PullOutcome),
+}
+
+impl Ensured {
+    /// The image as recorded in the store.
+    pub fn image(&self) -> &ImageRecord {
+        match self {
+            Ensured::Present(image) => image,
+            Ensured::Pulled(outcome) => &outcome.image,
+        }
+    }
+}
+
+/// The image `reference` names, pulled first unless the store has it for the platform
+/// `options` asks for.
+pub async fn pull_if_missing(
+    store: Arc<Store>,
+    reference: &Reference,
+    options: &PullOptions,
+    reporter: Arc<dyn Reporter>,
+) -> Result<Ensured, PullError> {
+    match store.image(&reference.to_string()) {
+        Ok(r) if r.platform == options.platform.to_string() => Ok(Ensured::Present(r)),
+        _ => Ok(Ensured::Pulled(
+            pull(store, reference, options, reporter).await?,
+        )),
+    }
+}
+
+/// Remove the active snapshots left by pulls whose process has died.
+fn remove_stale(store: &Store) -> Result<(), PullError> {
+    let removed =
+        store.remove_stale(|i| i.labels.get(OWNER_LABEL).is_some_and(|o| !owner_alive(o)))?;
+    if !removed.is_empty() {
+        tracing::info!(
+            "removed {} snapshot(s) left by interrupted pulls",
+            removed.len()
+        );
+    }
+    Ok(())
+}
+
+/// The image as the registry describes it, and the registry to fetch its layers from.
+struct Source {
+    reference: Reference,
+    registry: Arc<Registry>,
+    image: ResolvedImage,
+    config_bytes: Bytes,
+    diff_ids: Vec<Digest>,
+    chain: Vec<ChainId>,
+}
+
+impl Source {
+    async fn resolve(
+        reference: &Reference,
+        options: &PullOptions,
+        t0: Instant,
+    ) -> Result<Source, PullError> {
+        let mut client = options.client.clone();
+        client.pool_size = options.parallel.max(1);
+        let registry = Arc::new(Registry::connect(reference, client).await?);
+        tracing::info!("{} ms: connected", t0.elapsed().as_millis());
+        let image = resolve(&registry, reference, &options.platform).await?;
+        let (config_bytes, config): (_, ImageConfiguration) = blob_json(
+            &registry,
+            reference.repository(),
+            &image.config,
+            MAX_CONFIG_SIZE,
+        )
+        .await?;
+        let diff_ids = diff_ids(&image, &config).map_err(|source| PullError::Config {
+            digest: image.config.digest.clone(),
+            source,
+        })?;
+        tracing::info!("{} ms: manifest and config", t0.elapsed().as_millis());
+        Ok(Source {
+            reference: reference.clone(),
+            registry,
+            chain: ChainId::chain(&diff_ids),
+            image,
+            config_bytes,
+            diff_ids,
+        })
+    }
+}
+
+/// The config's DiffIDs, one per manifest layer.
+fn diff_ids(
+    image: &ResolvedImage,
+    config: &ImageConfiguration,
+) -> Result<Vec<Digest>, ConfigError> {
+    let ids = config.rootfs().diff_ids();
+    if ids.len() != image.layers.len() {
+        return Err(ConfigError::DiffIdCount {
+            diff_ids: ids.len(),
+            layers: image.layers.len(),
+            manifest: image.manifest_digest.clone(),
+        });
+    }
+    Ok(ids.iter().map(|s| s.parse()).collect::<Result<_, _>>()?)
+}
+
+/// Which layers the store has committed already; each layer's first state is reported.
+fn find_present(
+    store: &Store,
+    chain: &[ChainId],
+    reporter: &dyn Reporter,
+) -> Result<Vec<bool>, PullError> {
+    let mut present = Vec::with_capacity(chain.len());
+    for (i, c) in chain.iter().enumerate() {
+        let here = store.is_committed(&c.to_string())?;
+        let state = if here {
+            LayerState::AlreadyExists
+        } else {
+            LayerState::Waiting
+        };
+        reporter.layer(i, state);
+        present.push(here);
+    }
+    Ok(present)
+}
+
+/// The missing layers of one pull, from their active snapshots to their commits.
+struct Layers<'a> {
+    store: Arc<Store>,
+    source: &'a Source,
+    reporter: Arc<dyn Reporter>,
+    budget: StreamBudget,
+    t0: Instant,
+    cancel: watch::Sender<bool>,
+    tasks: JoinSet<(usize, Result<(), PullError>)>,
+    /// Layer index → key of its active snapshot, until it is committed.
+    prepared: BTreeMap<usize, String>,
+}
+
+impl<'a> Layers<'a> {
+    fn new(
+        store: Arc<Store>,
+        source: &'a Source,
+        reporter: Arc<dyn Reporter>,
+        budget: StreamBudget,
+        t0: Instant,
+    ) -> Self {
+        Layers {
+            store,
+            source,
+            reporter,
+            budget,
+            t0,
+            cancel: watch::channel(false).0,
+            tasks: JoinSet::new(),
+            prepared: BTreeMap::new(),
+        }
+    }
+
+    /// Fetch every layer not `present`, committing in chain order. On failure the other
+    /// layers are stopped and their active snapshots removed before the error returns.
+    async fn fetch(mut self, present: &[bool]) -> Result<(), PullError> {
+        // Stopped when every layer has committed or the pull failed.
+        let _writeback = Writeback::start(self.store.root(), WRITEBACK_INTERVAL);
+        let outcome = match self.start_missing(present) {
+            Ok(()) => self.commit_in_order(present).await,
+            Err(e) => Err(e),
+        };
+        if outcome.is_err() {
+            self.abort().await;
+        }
+        outcome
+    }
+
+    /// Prepare an active snapshot for each missing layer and start its task, largest
+    /// first: it takes the longest, and gets the first stream slots (and the spare ones
+    /// for its chunks).
+    fn start_missing(&mut self, present: &[bool]) -> Result<(), PullError> {
+        let layers = &self.source.image.layers;
+        let mut missing: Vec<usize> = (0..layers.len()).filter(|&i| !present[i]).collect();
+        missing.sort_by_key(|&i| std::cmp::Reverse(layers[i].size));
+        let owner = owner_label();
+        for i in missing {
+            let chain = &self.source.chain;
+            let key = format!("extract-{}-{}", std::process::id(), chain[i]);
+            let labels = BTreeMap::from([
+                (OWNER_LABEL.to_string(), owner.clone()),
+                (LAYER_DIGEST_LABEL.to_string(), layers[i].digest.to_string()),
+            ]);
+            let parent = i.checked_sub(1).map(|p| chain[p].to_string());
+            let info = self.store.prepare(&key, parent.as_deref(), labels)?;
+            self.prepared.insert(i, key);
+            let job = self.job(i, self.store.fs_path(&info));
+            self.tasks.spawn(async move { (i, job.run().await) });
+        }
+        Ok(())
+    }
+
+    fn job(&self, index: usize, dir: std::path::PathBuf) -> LayerJob {
+        let s = self.source;
+        LayerJob {
+            index,
+            count: s.image.layers.len(),
+            blob: s.image.layers[index].clone(),
+            diff_id: s.diff_ids[index].clone(),
+            dir,
+            repository: s.reference.repository().to_string(),
+            registry: s.registry.clone(),
+            budget: self.budget.clone(),
+            reporter: self.reporter.clone(),
+            cancelled: self.cancel.subscribe(),
+            t0: self.t0,
+        }
+    }
+
+    /// Commit layers in chain order as they finish; stop at the first failure.
+    async fn commit_in_order(&mut self, present: &[bool]) -> Result<(), PullError> {
+        let count = present.len();
+        let mut done = vec![false; count];
+        let mut next = present.iter().take_while(|p| **p).count();
+        while let Some(joined) = self.tasks.join_next().await {
+            let (i, result) = joined.map_err(|source| PullError::Task {
+                what: "layer task failed",
+                source,
+            })?;
+            result?;
+            done[i] = true;
+            while next < count && (present[next] || done[next]) {
+                if let Some(key) = self.prepared.remove(&next) {
+                    commit(&self.store, &key, &self.source.chain[next])?;
+                    tracing::info!(
+                        "{} ms: layer {} committed (syncfs included)",
+                        self.t0.elapsed().as_millis(),
+                        next + 1
+                    );
+                    self.reporter.layer(next, LayerState::Complete);
+                }
+                next += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop the other downloads and wait until every unpacker has let go of its
+    /// directory, then remove the snapshots that will not be committed.
+    async fn abort(&mut self) {
+        let _ = self.cancel.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        for key in self.prepared.values() {
+            if let Err(e) = self.store.remove(key) {
+                tracing::warn!("removing {key}: {e}");
+            }
+        }
+    }
+}
+
+/// Commit a layer under its ChainID. Another pull that committed the same ChainID first
+/// wins; ours is dropped.
+fn commit(store: &Store, key: &str, chain_id: &ChainId) -> Result<(), PullError> {
+    match store.commit(&chain_id.to_string(), key, BTreeMap::new()) {
+        Ok(_) => Ok(()),
+        Err(StoreError::AlreadyExists(_)) => Ok(store.remove(key)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Keep the image's manifest, index and config, and record the image.
+fn record_image(
+    store: &Store,
+    reference: &Reference,
+    platform: &Platform,
+    source: &Source,
+) -> Result<ImageRecord, PullError> {
+    let image = &source.image;
+    store.put_blob(&image.manifest_digest, &image.manifest)?;
+    if let Some(index) = &image.index {
+        store.put_blob(&image.target_digest, index)?;
+    }
+    store.put_blob(&image.config.digest, &source.config_bytes)?;
+    let record = ImageRecord {
+        name: reference.to_string(),
+        target_digest: image.target_digest.clone(),
+        target_media_type: image.target_media_type.clone(),
+        manifest_digest: image.manifest_digest.clone(),
+        config_digest: image.config.digest.clone(),
+        platform: platform.to_string(),
+        layers: image
+            .layers
+            .iter()
+            .zip(&source.diff_ids)
+            .map(|(l, d)| LayerRecord {
+                digest: l.digest.clone(),
+                size: l.size,
+                media_type: l.media_type.clone(),
+                diff_id: d.clone(),
+            })
+            .collect(),
+        chain: source.chain.clone(),
+        created: 0,
+    };
+    store.put_image(record.clone())?;
+    Ok(record)
+}

@@ -1,0 +1,172 @@
+//! The command line: what rdpull accepts, and nothing it does.
+
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use rdpull_fetch::ChunkPolicy;
+
+#[derive(Parser)]
+#[command(
+    name = "rdpull",
+    version,
+    about = "Pipelined container image pull and unpack"
+)]
+#[command(after_help = "`rdpull [OPTIONS] IMAGE` is short for `rdpull [OPTIONS] pull IMAGE`.")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    #[command(flatten)]
+    pub(crate) global: Global,
+}
+
+const COMMANDS: &[&str] = &["pull", "unpack", "images", "help"];
+
+/// `rdpull [OPTIONS] IMAGE` means `rdpull [OPTIONS] pull IMAGE`, as the design's
+/// `rdpull --parallel 16 centos:latest`.
+pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    // The options that take a value, from clap's own definition, to skip their values.
+    let value_options: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values())
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a.starts_with('-') {
+            i += if value_options.iter().any(|o| o == a.as_ref()) {
+                2
+            } else {
+                1
+            };
+            continue;
+        }
+        if !COMMANDS.contains(&a.as_ref()) {
+            args.insert(i, "pull".into());
+        }
+        break;
+    }
+    args
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct Global {
+    /// Where snapshots, images and metadata live.
+    #[arg(
+        long,
+        global = true,
+        env = "RDPULL_ROOT",
+        default_value = "/var/lib/rdpull"
+    )]
+    pub(crate) root: PathBuf,
+    /// Concurrent HTTP blob streams.
+    #[arg(long, global = true, default_value_t = 8)]
+    pub(crate) parallel: usize,
+    /// Platform to pull from a multi-platform image (default: this host's).
+    #[arg(long, global = true)]
+    pub(crate) platform: Option<String>,
+    /// Talk plain HTTP to the registry.
+    #[arg(long, global = true)]
+    pub(crate) plain_http: bool,
+    /// containerd hosts directory: <DIR>/<registry>/hosts.toml lists mirrors and per-host
+    /// TLS (docs/hosts.md in containerd).
+    #[arg(long, global = true, default_value = "/etc/containerd/certs.d")]
+    pub(crate) hosts_dir: PathBuf,
+    /// Client certificate (PEM) for registries that require one.
+    #[arg(long, global = true)]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// Key of --tls-cert, if not in the same file.
+    #[arg(long, global = true, requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Accept any registry certificate. Dangerous: anyone on the path can serve a tag.
+    #[arg(long, global = true)]
+    pub(crate) insecure_skip_tls_verify: bool,
+    /// Extra CA certificates (PEM) to trust for registry TLS.
+    #[arg(long, global = true)]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// Registry credentials, USER:PASSWORD.
+    #[arg(long, global = true, env = "RDPULL_USER", hide_env_values = true)]
+    pub(crate) user: Option<String>,
+    /// Seconds a download may go without receiving a byte.
+    #[arg(long, global = true, default_value_t = 30)]
+    pub(crate) stall_timeout: u64,
+    /// Blobs at least this large (bytes) are fetched in chunks over several connections
+    /// when the registry honours Range.
+    #[arg(long, global = true, default_value_t = ChunkPolicy::default().min_size)]
+    pub(crate) chunked_min_size: u64,
+    /// Chunk size in bytes.
+    #[arg(long, global = true, default_value_t = ChunkPolicy::default().chunk_size)]
+    pub(crate) chunk_size: u64,
+    /// Chunks of one blob in flight at most, the streaming one included.
+    #[arg(long, global = true, default_value_t = ChunkPolicy::default().window)]
+    pub(crate) chunk_window: usize,
+    /// Bytes that prefetched chunks, of all layers together, may hold at once.
+    #[arg(long, global = true, default_value_t = ChunkPolicy::default().memory)]
+    pub(crate) chunk_memory: u64,
+    /// Print only the image reference.
+    #[arg(long, short, global = true)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Pull an image into the snapshot store.
+    Pull { image: String },
+    /// Write an image's root filesystem to DIR (a new directory), pulling it if needed.
+    Unpack { image: String, dir: PathBuf },
+    /// List pulled images.
+    Images,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        let v = s.split_whitespace().map(std::ffi::OsString::from).collect();
+        with_default_command(v)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn image_alone_means_pull() {
+        assert_eq!(
+            args("rdpull --parallel 16 centos"),
+            ["rdpull", "--parallel", "16", "pull", "centos"]
+        );
+        assert_eq!(args("rdpull centos"), ["rdpull", "pull", "centos"]);
+        assert_eq!(
+            args("rdpull --root /r --quiet x:1"),
+            ["rdpull", "--root", "/r", "--quiet", "pull", "x:1"]
+        );
+        assert_eq!(
+            args("rdpull --root /r images"),
+            ["rdpull", "--root", "/r", "images"]
+        );
+        assert_eq!(
+            args("rdpull --root=/r unpack a b"),
+            ["rdpull", "--root=/r", "unpack", "a", "b"]
+        );
+        assert_eq!(args("rdpull --help"), ["rdpull", "--help"]);
+        assert_eq!(
+            args("rdpull --chunk-size 9 --hosts-dir /h --tls-key k x"),
+            [
+                "rdpull",
+                "--chunk-size",
+                "9",
+                "--hosts-dir",
+                "/h",
+                "--tls-key",
+                "k",
+                "pull",
+                "x"
+            ]
+        );
+        Cli::command().debug_assert();
+    }
+}

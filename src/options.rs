@@ -1,0 +1,57 @@
+//! From command-line flags to the pipeline's options, and the process limits a pull needs.
+
+use std::time::Duration;
+
+use rdpull_fetch::{ChunkPolicy, ClientOptions, Credentials, Platform};
+use rdpull_pipeline::PullOptions;
+
+use crate::cli::Global;
+use crate::BoxError;
+
+/// The pull options the flags ask for.
+pub(crate) fn pull(g: &Global) -> Result<PullOptions, BoxError> {
+    let platform = match &g.platform {
+        Some(p) => p.parse()?,
+        None => Platform::host(),
+    };
+    if g.insecure_skip_tls_verify {
+        eprintln!(
+            "rdpull: WARNING: TLS certificate verification is OFF (--insecure-skip-tls-verify): \
+             anyone between you and the registry can impersonate it and serve other images for a tag"
+        );
+    }
+    let credentials = match &g.user {
+        Some(u) => Some(Credentials::parse(u).ok_or("--user wants USER:PASSWORD")?),
+        None => None,
+    };
+    Ok(PullOptions {
+        parallel: g.parallel.max(1),
+        platform,
+        client: ClientOptions {
+            plain_http: g.plain_http,
+            credentials,
+            tls_ca: g.tls_ca.clone(),
+            tls_client: g.tls_cert.clone().map(|c| (c, g.tls_key.clone())),
+            insecure_skip_verify: g.insecure_skip_tls_verify,
+            hosts_dir: Some(g.hosts_dir.clone()),
+            chunks: ChunkPolicy {
+                min_size: g.chunked_min_size,
+                chunk_size: g.chunk_size.max(1),
+                window: g.chunk_window,
+                memory: g.chunk_memory,
+            },
+            stall_timeout: Duration::from_secs(g.stall_timeout.max(1)),
+            ..ClientOptions::default()
+        },
+    })
+}
+
+/// Several layers unpack at once, each with cached directory fds: use the hard limit.
+pub(crate) fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}
