@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
+use rdpull_verify::Digest;
 use reqwest::{Response, StatusCode};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -24,8 +25,7 @@ use crate::client::Registry;
 use crate::error::{BodyMismatch, FetchError};
 use crate::http::http_error;
 use crate::manifest::{parse_json, BlobDescriptor};
-use crate::options::Capability;
-use crate::options::Retry;
+use crate::options::{Capability, Retry};
 
 /// What a pull's downloads share: the HTTP streams it may have open at once, and the
 /// memory its prefetched chunks may hold. Layers take a stream slot in the order they ask
@@ -96,12 +96,16 @@ impl Stream for BlobStream {
     }
 }
 
-/// Aborts a prefetch when the download gives up or its consumer goes away.
-struct Prefetch(JoinHandle<Result<Bytes, FetchError>>);
+/// A chunk being fetched into memory, with its share of the budget's memory. Dropping
+/// it (the download gave up, or its consumer went away) aborts the fetch.
+struct Prefetch {
+    task: JoinHandle<Result<Bytes, FetchError>>,
+    memory: Option<OwnedSemaphorePermit>,
+}
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -372,51 +376,23 @@ async fn fetch_chunked(
         .step_by(policy.chunk_size as usize)
         .map(|s| (s, (s + policy.chunk_size).min(blob.size)))
         .collect();
-    let mut prefetched: VecDeque<(usize, Prefetch, OwnedSemaphorePermit)> = VecDeque::new();
+    let mut prefetched: VecDeque<(usize, Prefetch)> = VecDeque::new();
     let mut next_prefetch = 1;
     let mut first = Some(first);
     for (k, &(start, end)) in ranges.iter().enumerate() {
         while prefetched.len() + 1 < policy.window && next_prefetch < ranges.len() {
-            let (s, e) = ranges[next_prefetch];
-            let Some(memory) = budget.try_reserve(e - s) else {
+            let range = ranges[next_prefetch];
+            let Some(p) = Prefetch::start(registry, repository, blob, range, budget) else {
                 break;
             };
-            let Some(permit) = budget.try_acquire() else {
-                break;
-            };
-            let (reg, repo, b) = (registry.clone(), repository.to_string(), blob.clone());
-            let handle = tokio::spawn(async move {
-                let _permit = permit;
-                let mut sink = Sink::Buffer(BytesMut::with_capacity((e - s) as usize));
-                match fetch_range(&reg, &repo, &b, s, e, None, &mut sink).await {
-                    Ok(()) => match sink {
-                        Sink::Buffer(buf) => Ok(buf.freeze()),
-                        Sink::Channel(_) => unreachable!(),
-                    },
-                    Err(Failure::Fetch(e)) => Err(e),
-                    Err(Failure::Gone) => unreachable!("a buffer never goes away"),
-                }
-            });
-            prefetched.push_back((next_prefetch, Prefetch(handle), memory));
+            prefetched.push_back((next_prefetch, p));
             next_prefetch += 1;
         }
-        if prefetched.front().is_some_and(|(i, _, _)| *i == k) {
-            let (_, mut p, memory) = prefetched.pop_front().unwrap();
-            let bytes = (&mut p.0).await.map_err(|source| FetchError::ChunkTask {
-                digest: blob.digest.clone(),
-                source,
-            })??;
-            // The slices share the buffer, and the buffer holds its budget share
-            // until the last slice has been consumed.
-            let mut bytes = Bytes::from_owner(Budgeted {
-                bytes,
-                _memory: memory,
-            });
-            while !bytes.is_empty() {
-                let piece = bytes.split_to(bytes.len().min(MAX_PIECE));
-                tx.send(Ok(piece)).await.map_err(|_| Failure::Gone)?;
-            }
+        if prefetched.front().is_some_and(|(i, _)| *i == k) {
+            let (_, p) = prefetched.pop_front().expect("front checked");
+            p.deliver(&blob.digest, tx).await?;
         } else {
+            let mut sink = Sink::Channel(tx);
             fetch_range(
                 registry,
                 repository,
@@ -424,15 +400,83 @@ async fn fetch_chunked(
                 start,
                 end,
                 first.take(),
-                &mut Sink::Channel(tx),
+                &mut sink,
             )
             .await?;
-            if next_prefetch <= k {
-                next_prefetch = k + 1;
-            }
+            next_prefetch = next_prefetch.max(k + 1);
         }
     }
     Ok(())
+}
+
+impl Prefetch {
+    /// Fetch bytes `[s, e)` of `blob` into memory on a spare stream, if `budget` has a
+    /// stream and the memory for it now.
+    fn start(
+        registry: &Arc<Registry>,
+        repository: &str,
+        blob: &BlobDescriptor,
+        (s, e): (u64, u64),
+        budget: &StreamBudget,
+    ) -> Option<Prefetch> {
+        let memory = budget.try_reserve(e - s)?;
+        let permit = budget.try_acquire()?;
+        let (reg, repo, b) = (registry.clone(), repository.to_string(), blob.clone());
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            fetch_into_memory(&reg, &repo, &b, s, e, None).await
+        });
+        Some(Prefetch {
+            task,
+            memory: Some(memory),
+        })
+    }
+
+    /// Wait for the chunk and send it on in slices. The slices share the buffer, and the
+    /// buffer holds its budget share until the last slice has been consumed.
+    async fn deliver(
+        mut self,
+        digest: &Digest,
+        tx: &mpsc::Sender<Result<Bytes, FetchError>>,
+    ) -> Result<(), Failure> {
+        let bytes = (&mut self.task)
+            .await
+            .map_err(|source| FetchError::ChunkTask {
+                digest: digest.clone(),
+                source,
+            })??;
+        let memory = self.memory.take().expect("a chunk is delivered once");
+        let mut bytes = Bytes::from_owner(Budgeted {
+            bytes,
+            _memory: memory,
+        });
+        while !bytes.is_empty() {
+            let piece = bytes.split_to(bytes.len().min(MAX_PIECE));
+            tx.send(Ok(piece)).await.map_err(|_| Failure::Gone)?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes `[start, end)` of `blob`, whole in memory; `first` is an already open response.
+async fn fetch_into_memory(
+    registry: &Registry,
+    repository: &str,
+    blob: &BlobDescriptor,
+    start: u64,
+    end: u64,
+    first: Option<Response>,
+) -> Result<Bytes, FetchError> {
+    let mut sink = Sink::Buffer(BytesMut::with_capacity((end - start) as usize));
+    match fetch_range(registry, repository, blob, start, end, first, &mut sink).await {
+        Ok(()) => {}
+        Err(Failure::Fetch(e)) => return Err(e),
+        Err(Failure::Gone) => unreachable!("a buffer never goes away"),
+    }
+    match sink {
+        Sink::Buffer(buf) => Ok(buf.freeze()),
+        Sink::Channel(_) => unreachable!("the sink made above is a buffer"),
+    }
 }
 
 /// Fetch a small blob (an image config) whole, verified against its descriptor.
@@ -450,34 +494,16 @@ pub async fn blob_bytes(
         });
     }
     let what = format!("blob {}", blob.digest);
-    let mut sink = Sink::Buffer(BytesMut::with_capacity(blob.size as usize));
     let first = registry
         .retrying(&what, || {
             open(registry, repository, blob, 0, blob.size, false)
         })
         .await?;
-    match fetch_range(
-        registry,
-        repository,
-        blob,
-        0,
-        blob.size,
-        Some(first),
-        &mut sink,
-    )
-    .await
-    {
-        Ok(()) => {}
-        Err(Failure::Fetch(e)) => return Err(e),
-        Err(Failure::Gone) => unreachable!("a buffer never goes away"),
-    }
-    let Sink::Buffer(buf) = sink else {
-        unreachable!()
-    };
+    let buf = fetch_into_memory(registry, repository, blob, 0, blob.size, Some(first)).await?;
     blob.digest
         .verify(&buf)
         .map_err(|source| FetchError::Verify { what, source })?;
-    Ok(buf.freeze())
+    Ok(buf)
 }
 
 /// Fetch and parse a JSON blob (the image config).

@@ -230,42 +230,12 @@ impl Endpoint {
             realm: realm.to_string(),
             why,
         };
-        let mut url =
-            url::Url::parse(realm).map_err(|e| terr(format!("invalid realm URL: {e}")))?;
+        let url = url::Url::parse(realm).map_err(|e| terr(format!("invalid realm URL: {e}")))?;
         let scope = c.param("scope").unwrap_or(scope);
         let creds = self.credentials.as_ref();
         let req = match creds.map(|c| &c.secret) {
-            Some(Secret::IdentityToken(t)) => {
-                let mut form = url::form_urlencoded::Serializer::new(String::new());
-                form.append_pair("grant_type", "refresh_token")
-                    .append_pair("refresh_token", t)
-                    .append_pair("client_id", "rdpull")
-                    .append_pair("scope", scope);
-                if let Some(s) = c.param("service") {
-                    form.append_pair("service", s);
-                }
-                self.http
-                    .post(url.as_str())
-                    .header(
-                        reqwest::header::CONTENT_TYPE,
-                        "application/x-www-form-urlencoded",
-                    )
-                    .body(form.finish())
-            }
-            _ => {
-                {
-                    let mut q = url.query_pairs_mut();
-                    if let Some(s) = c.param("service") {
-                        q.append_pair("service", s);
-                    }
-                    q.append_pair("scope", scope);
-                }
-                let mut req = self.http.get(url.as_str());
-                if let Some(h) = creds.and_then(|c| c.basic_header()) {
-                    req = req.header(AUTHORIZATION, header_value(&h)?);
-                }
-                req
-            }
+            Some(Secret::IdentityToken(t)) => self.token_post(url, c, t, scope),
+            _ => self.token_get(url, c, scope)?,
         };
         let resp = req
             .send()
@@ -293,6 +263,52 @@ impl Endpoint {
             .or(t.access_token)
             .ok_or_else(|| terr("answer has no token".into()))?;
         Ok((token, t.expires_in))
+    }
+
+    /// The OAuth2 `refresh_token` grant for an identity token.
+    fn token_post(
+        &self,
+        url: url::Url,
+        c: &Challenge,
+        refresh_token: &str,
+        scope: &str,
+    ) -> reqwest::RequestBuilder {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "refresh_token")
+            .append_pair("refresh_token", refresh_token)
+            .append_pair("client_id", "rdpull")
+            .append_pair("scope", scope);
+        if let Some(s) = c.param("service") {
+            form.append_pair("service", s);
+        }
+        self.http
+            .post(url.as_str())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form.finish())
+    }
+
+    /// A token GET, anonymous or with Basic credentials.
+    fn token_get(
+        &self,
+        mut url: url::Url,
+        c: &Challenge,
+        scope: &str,
+    ) -> Result<reqwest::RequestBuilder, FetchError> {
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = c.param("service") {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", scope);
+        }
+        let mut req = self.http.get(url.as_str());
+        if let Some(h) = self.credentials.as_ref().and_then(|c| c.basic_header()) {
+            req = req.header(AUTHORIZATION, header_value(&h)?);
+        }
+        Ok(req)
     }
 }
 

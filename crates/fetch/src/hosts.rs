@@ -79,9 +79,38 @@ fn host_spec(url: &str, t: &Table, base: &Path, path: &Path) -> Result<EndpointS
             format!("host {url:?} needs http:// or https://"),
         ));
     }
-    let bad = |key: &str, want: &str| invalid(path, format!("{url}: {key} must be {want}"));
-    let strings = |key: &str| -> Result<Vec<String>, FetchError> {
-        match t.get(key) {
+    let host = HostTable { url, t, base, path };
+    let caps = host.capabilities()?;
+    Ok(EndpointSpec {
+        url: url.trim_end_matches('/').to_string(),
+        override_path: host.boolean("override_path")?,
+        pull: caps.iter().any(|c| c == "pull"),
+        resolve: caps.iter().any(|c| c == "resolve"),
+        ca: host.strings("ca")?.iter().map(|p| host.file(p)).collect(),
+        client: host.client()?,
+        skip_verify: host.boolean("skip_verify")?,
+        headers: host.headers()?,
+        namespace: None,
+    })
+}
+
+/// One host's table (or the top level, for the server) of a hosts file.
+struct HostTable<'a> {
+    url: &'a str,
+    t: &'a Table,
+    /// The hosts file's directory: relative certificate paths are below it.
+    base: &'a Path,
+    path: &'a Path,
+}
+
+impl HostTable<'_> {
+    fn bad(&self, key: &str, want: &str) -> FetchError {
+        invalid(self.path, format!("{}: {key} must be {want}", self.url))
+    }
+
+    /// A string or an array of strings; none when absent.
+    fn strings(&self, key: &str) -> Result<Vec<String>, FetchError> {
+        match self.t.get(key) {
             None => Ok(vec![]),
             Some(Value::String(s)) => Ok(vec![s.clone()]),
             Some(Value::Array(a)) => a
@@ -89,90 +118,98 @@ fn host_spec(url: &str, t: &Table, base: &Path, path: &Path) -> Result<EndpointS
                 .map(|v| {
                     v.as_str()
                         .map(str::to_string)
-                        .ok_or_else(|| bad(key, "a string or strings"))
+                        .ok_or_else(|| self.bad(key, "a string or strings"))
                 })
                 .collect(),
-            Some(_) => Err(bad(key, "a string or strings")),
+            Some(_) => Err(self.bad(key, "a string or strings")),
         }
-    };
-    let file = |p: &str| -> PathBuf {
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool, FetchError> {
+        match self.t.get(key) {
+            None => Ok(false),
+            Some(Value::Boolean(b)) => Ok(*b),
+            Some(_) => Err(self.bad(key, "true or false")),
+        }
+    }
+
+    fn file(&self, p: &str) -> PathBuf {
         let p = PathBuf::from(p);
         if p.is_absolute() {
             p
         } else {
-            base.join(p)
-        }
-    };
-    let caps = match t.get("capabilities") {
-        None => vec![
-            "pull".to_string(),
-            "resolve".to_string(),
-            "push".to_string(),
-        ],
-        Some(_) => strings("capabilities")?,
-    };
-    for c in &caps {
-        if !matches!(c.as_str(), "pull" | "resolve" | "push") {
-            return Err(invalid(path, format!("{url}: unknown capability {c:?}")));
+            self.base.join(p)
         }
     }
-    // client: "both.pem", ["cert", "key"], or [["cert", "key"], ...] (the first pair is used).
-    let client = match t.get("client") {
-        None => None,
-        Some(Value::String(s)) => Some((file(s), None)),
-        Some(Value::Array(a)) => match a.first() {
+
+    /// `capabilities`, all three when absent, as containerd reads it.
+    fn capabilities(&self) -> Result<Vec<String>, FetchError> {
+        let caps = match self.t.get("capabilities") {
+            None => vec![
+                "pull".to_string(),
+                "resolve".to_string(),
+                "push".to_string(),
+            ],
+            Some(_) => self.strings("capabilities")?,
+        };
+        match caps
+            .iter()
+            .find(|c| !matches!(c.as_str(), "pull" | "resolve" | "push"))
+        {
+            Some(c) => Err(invalid(
+                self.path,
+                format!("{}: unknown capability {c:?}", self.url),
+            )),
+            None => Ok(caps),
+        }
+    }
+
+    /// client: "both.pem", ["cert", "key"], or [["cert", "key"], ...] (the first pair is used).
+    fn client(&self) -> Result<Option<(PathBuf, Option<PathBuf>)>, FetchError> {
+        let forms = "a path, [cert, key] or [[cert, key]]";
+        Ok(match self.t.get("client") {
             None => None,
-            Some(Value::String(_)) => {
-                let v = strings("client")?;
-                Some((file(&v[0]), v.get(1).map(|k| file(k))))
-            }
-            Some(Value::Array(pair)) => {
-                let s: Vec<&str> = pair.iter().filter_map(Value::as_str).collect();
-                let cert = s
-                    .first()
-                    .ok_or_else(|| bad("client", "[cert, key] pairs"))?;
-                Some((file(cert), s.get(1).map(|k| file(k))))
-            }
-            Some(_) => return Err(bad("client", "a path, [cert, key] or [[cert, key]]")),
-        },
-        Some(_) => return Err(bad("client", "a path, [cert, key] or [[cert, key]]")),
-    };
-    let boolean = |key: &str| match t.get(key) {
-        None => Ok(false),
-        Some(Value::Boolean(b)) => Ok(*b),
-        Some(_) => Err(bad(key, "true or false")),
-    };
-    let mut headers = Vec::new();
-    if let Some(h) = t.get("header") {
-        let h = h.as_table().ok_or_else(|| bad("header", "a table"))?;
+            Some(Value::String(s)) => Some((self.file(s), None)),
+            Some(Value::Array(a)) => match a.first() {
+                None => None,
+                Some(Value::String(_)) => {
+                    let v = self.strings("client")?;
+                    Some((self.file(&v[0]), v.get(1).map(|k| self.file(k))))
+                }
+                Some(Value::Array(pair)) => {
+                    let s: Vec<&str> = pair.iter().filter_map(Value::as_str).collect();
+                    let cert = s
+                        .first()
+                        .ok_or_else(|| self.bad("client", "[cert, key] pairs"))?;
+                    Some((self.file(cert), s.get(1).map(|k| self.file(k))))
+                }
+                Some(_) => return Err(self.bad("client", forms)),
+            },
+            Some(_) => return Err(self.bad("client", forms)),
+        })
+    }
+
+    /// `[header]`: each key a string or strings.
+    fn headers(&self) -> Result<Vec<(String, String)>, FetchError> {
+        let mut headers = Vec::new();
+        let Some(h) = self.t.get("header") else {
+            return Ok(headers);
+        };
+        let h = h.as_table().ok_or_else(|| self.bad("header", "a table"))?;
         for (k, v) in h {
             match v {
                 Value::String(s) => headers.push((k.clone(), s.clone())),
                 Value::Array(a) => {
                     for x in a {
-                        headers.push((
-                            k.clone(),
-                            x.as_str()
-                                .ok_or_else(|| bad("header", "strings"))?
-                                .to_string(),
-                        ));
+                        let x = x.as_str().ok_or_else(|| self.bad("header", "strings"))?;
+                        headers.push((k.clone(), x.to_string()));
                     }
                 }
-                _ => return Err(bad("header", "strings")),
+                _ => return Err(self.bad("header", "strings")),
             }
         }
+        Ok(headers)
     }
-    Ok(EndpointSpec {
-        url: url.trim_end_matches('/').to_string(),
-        override_path: boolean("override_path")?,
-        pull: caps.iter().any(|c| c == "pull"),
-        resolve: caps.iter().any(|c| c == "resolve"),
-        ca: strings("ca")?.iter().map(|p| file(p)).collect(),
-        client,
-        skip_verify: boolean("skip_verify")?,
-        headers,
-        namespace: None,
-    })
 }
 
 #[cfg(test)]

@@ -151,17 +151,6 @@ async fn fetch_manifest(
             reg.get(&what, &path, reference.repository(), Some(ACCEPT), need)
         })
         .await?;
-    let limit = reg.options().max_manifest_size;
-    let too_large = |size| FetchError::ManifestTooLarge {
-        reference: reference.to_string(),
-        limit,
-        size,
-    };
-    if let Some(len) = resp.content_length() {
-        if len > limit {
-            return Err(too_large(Some(len)));
-        }
-    }
     let header_type = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -173,46 +162,85 @@ async fn fetch_manifest(
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<Digest>().ok());
+    let limit = reg.options().max_manifest_size;
+    let bytes = read_capped(resp, &what, reference, limit).await?;
+    let digest = manifest_digest(&bytes, &what, expected, header_digest)?;
+    let media_type = media_type(&bytes, &what, header_type)?;
+    Ok(FetchedManifest {
+        bytes,
+        media_type,
+        digest,
+    })
+}
+
+/// The whole body, refused as soon as it is known to exceed `limit` bytes.
+async fn read_capped(
+    resp: reqwest::Response,
+    what: &str,
+    reference: &Reference,
+    limit: u64,
+) -> Result<Bytes, FetchError> {
+    let too_large = |size| FetchError::ManifestTooLarge {
+        reference: reference.to_string(),
+        limit,
+        size,
+    };
+    if let Some(len) = resp.content_length() {
+        if len > limit {
+            return Err(too_large(Some(len)));
+        }
+    }
     let url = resp.url().to_string();
     let mut body = BytesMut::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| http_error(&what, &url, e))?;
+        let chunk = chunk.map_err(|e| http_error(what, &url, e))?;
         if body.len() as u64 + chunk.len() as u64 > limit {
             return Err(too_large(None));
         }
         body.extend_from_slice(&chunk);
     }
-    let bytes = body.freeze();
+    Ok(body.freeze())
+}
+
+/// The manifest's digest, checked against what we expected (and its size), else against
+/// what the registry claimed, else computed.
+fn manifest_digest(
+    bytes: &[u8],
+    what: &str,
+    expected: Option<(&Digest, Option<u64>)>,
+    claimed: Option<Digest>,
+) -> Result<Digest, FetchError> {
     let verify = |want: &Digest| {
-        want.verify(&bytes).map_err(|source| FetchError::Verify {
-            what: what.clone(),
+        want.verify(bytes).map_err(|source| FetchError::Verify {
+            what: what.to_string(),
             source,
         })
     };
-    let digest = match (expected, &header_digest) {
+    match (expected, claimed) {
         (Some((want, size)), _) => {
-            if let Some(size) = size {
-                if size != bytes.len() as u64 {
-                    return Err(FetchError::Verify {
-                        what,
-                        source: rdpull_verify::VerifyError::Size {
-                            expected: size,
-                            actual: bytes.len() as u64,
-                        },
-                    });
-                }
+            if let Some(size) = size.filter(|&s| s != bytes.len() as u64) {
+                return Err(FetchError::Verify {
+                    what: what.to_string(),
+                    source: rdpull_verify::VerifyError::Size {
+                        expected: size,
+                        actual: bytes.len() as u64,
+                    },
+                });
             }
             verify(want)?;
-            want.clone()
+            Ok(want.clone())
         }
         (None, Some(claimed)) => {
-            verify(claimed)?;
-            claimed.clone()
+            verify(&claimed)?;
+            Ok(claimed)
         }
-        (None, None) => Digest::sha256_of(&bytes),
-    };
-    // The JSON's own mediaType wins over a generic Content-Type.
+        (None, None) => Ok(Digest::sha256_of(bytes)),
+    }
+}
+
+/// The manifest's media type: the JSON's own `mediaType` wins over a generic Content-Type.
+fn media_type(bytes: &[u8], what: &str, header_type: String) -> Result<String, FetchError> {
     #[derive(serde::Deserialize)]
     struct Head {
         #[serde(rename = "schemaVersion", default)]
@@ -220,17 +248,12 @@ async fn fetch_manifest(
         #[serde(rename = "mediaType", default)]
         media_type: Option<String>,
     }
-    let head: Head = parse_json(&what, &bytes)?;
-    let media_type = match head.media_type {
+    let head: Head = parse_json(what, bytes)?;
+    Ok(match head.media_type {
         Some(m) if !m.is_empty() => m,
         _ if !header_type.is_empty() && header_type != "application/json" => header_type,
         _ if head.schema_version == 1 => media::DOCKER_SCHEMA1.to_string(),
         _ => header_type,
-    };
-    Ok(FetchedManifest {
-        bytes,
-        media_type,
-        digest,
     })
 }
 

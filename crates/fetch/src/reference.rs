@@ -116,19 +116,7 @@ impl FromStr for Reference {
                 return Err(bad("invalid tag"));
             }
         }
-        let (registry, path) = match name.split_once('/') {
-            Some((first, path))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first.to_string(), path.to_string())
-            }
-            _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),
-        };
-        let registry = if registry == "index.docker.io" {
-            DEFAULT_REGISTRY.to_string()
-        } else {
-            registry
-        };
+        let (registry, path) = split_registry(name);
         if !valid_domain(&registry) {
             return Err(bad("invalid registry host"));
         }
@@ -158,6 +146,25 @@ impl FromStr for Reference {
             digest,
         })
     }
+}
+
+/// `host[:port]/path` → (registry, path): the first component is a registry only if it
+/// looks like a host (a dot, a port, or `localhost`), as the docker CLI decides.
+fn split_registry(name: &str) -> (String, String) {
+    let (registry, path) = match name.split_once('/') {
+        Some((first, path))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first, path)
+        }
+        _ => (DEFAULT_REGISTRY, name),
+    };
+    let registry = if registry == "index.docker.io" {
+        DEFAULT_REGISTRY
+    } else {
+        registry
+    };
+    (registry.to_string(), path.to_string())
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`

@@ -306,6 +306,7 @@ impl Flattener {
         copy_xattrs(src, dst)
     }
 
+    /// Copy a non-directory entry with its owner, mode, xattrs and mtime.
     fn copy_entry(
         &mut self,
         src: &OwnedFd,
@@ -314,37 +315,9 @@ impl Flattener {
         st: &Stat,
         ft: FileType,
     ) -> io::Result<()> {
-        let owner = (
-            Some(rfs::Uid::from_raw(st.st_uid)),
-            Some(rfs::Gid::from_raw(st.st_gid)),
-        );
         let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
         match ft {
-            FileType::RegularFile => {
-                let s = rfs::openat(
-                    src,
-                    os(name),
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
-                let d = rfs::openat(
-                    dst,
-                    os(name),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )?;
-                copy_data(&s, &d, st.st_size as u64)?;
-                self.stats.file_bytes += st.st_size as u64;
-                rfs::fchown(&d, owner.0, owner.1)?;
-                rfs::fchmod(&d, mode)?;
-                copy_xattrs(&s, &d)?;
-                rfs::futimens(&d, &times(st.st_mtime_ts()))?;
-                return Ok(());
-            }
+            FileType::RegularFile => return self.copy_file(src, dst, name, st),
             FileType::Symlink => {
                 let target = rfs::readlinkat(src, os(name), Vec::new())?;
                 rfs::symlinkat(target.as_c_str(), dst, os(name))?;
@@ -362,28 +335,48 @@ impl Flattener {
                 ))
             }
         }
-        rfs::chownat(dst, os(name), owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)?;
+        let (uid, gid) = owner(st);
+        rfs::chownat(dst, os(name), uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
         if ft != FileType::Symlink {
             rfs::chmodat(dst, os(name), mode, AtFlags::empty())?;
         }
-        let sp = proc_path(src, name);
-        let dp = proc_path(dst, name);
-        let mut names = vec![0u8; 64 << 10];
-        let n = rfs::llistxattr(os(&sp), &mut names[..]).unwrap_or(0);
-        for x in names[..n]
-            .split(|&b| b == 0)
-            .filter(|x| !x.is_empty() && !is_overlay_xattr(x))
-        {
-            let mut v = vec![0u8; 64 << 10];
-            let len = rfs::lgetxattr(os(&sp), os(x), &mut v[..])?;
-            rfs::lsetxattr(os(&dp), os(x), &v[..len], XattrFlags::empty())?;
-        }
+        copy_xattrs_at(src, dst, name)?;
         rfs::utimensat(
             dst,
             os(name),
             &times(st.st_mtime_ts()),
             AtFlags::SYMLINK_NOFOLLOW,
         )?;
+        Ok(())
+    }
+
+    /// A regular file: its data extents (holes stay holes), then its metadata by fd.
+    fn copy_file(
+        &mut self,
+        src: &OwnedFd,
+        dst: &OwnedFd,
+        name: &[u8],
+        st: &Stat,
+    ) -> io::Result<()> {
+        let s = rfs::openat(
+            src,
+            os(name),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let d = rfs::openat(
+            dst,
+            os(name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        copy_data(&s, &d, st.st_size as u64)?;
+        self.stats.file_bytes += st.st_size as u64;
+        let (uid, gid) = owner(st);
+        rfs::fchown(&d, uid, gid)?;
+        rfs::fchmod(&d, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+        copy_xattrs(&s, &d)?;
+        rfs::futimens(&d, &times(st.st_mtime_ts()))?;
         Ok(())
     }
 }
@@ -417,6 +410,31 @@ fn copy_data(s: &OwnedFd, d: &OwnedFd, size: u64) -> io::Result<()> {
         pos = end;
     }
     rfs::ftruncate(d, size)?;
+    Ok(())
+}
+
+fn owner(st: &Stat) -> (Option<rfs::Uid>, Option<rfs::Gid>) {
+    (
+        Some(rfs::Uid::from_raw(st.st_uid)),
+        Some(rfs::Gid::from_raw(st.st_gid)),
+    )
+}
+
+/// The xattrs of `name` in `src` onto `name` in `dst`, by path so that a symlink's own
+/// are copied, not its target's.
+fn copy_xattrs_at(src: &OwnedFd, dst: &OwnedFd, name: &[u8]) -> io::Result<()> {
+    let sp = proc_path(src, name);
+    let dp = proc_path(dst, name);
+    let mut names = vec![0u8; 64 << 10];
+    let n = rfs::llistxattr(os(&sp), &mut names[..]).unwrap_or(0);
+    for x in names[..n]
+        .split(|&b| b == 0)
+        .filter(|x| !x.is_empty() && !is_overlay_xattr(x))
+    {
+        let mut v = vec![0u8; 64 << 10];
+        let len = rfs::lgetxattr(os(&sp), os(x), &mut v[..])?;
+        rfs::lsetxattr(os(&dp), os(x), &v[..len], XattrFlags::empty())?;
+    }
     Ok(())
 }
 

@@ -6,6 +6,27 @@
 pub mod registry;
 pub mod testbed;
 
+/// Does this process run as root? Most of rdpull's tests need it: whiteouts are device
+/// nodes, layers set owners and `trusted.*` xattrs.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Return from the calling test, saying so on stderr, unless it runs as root.
+/// `scripts/test` (and CI) run as root, so there every test runs.
+#[macro_export]
+macro_rules! skip_unless_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!(
+                "skipped {}: needs root (devices, owners, trusted.* xattrs); scripts/test runs it as root",
+                std::thread::current().name().unwrap_or("this test")
+            );
+            return;
+        }
+    };
+}
+
 /// `n` bytes of xorshift noise from `seed`: incompressible, deterministic test data.
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

@@ -119,6 +119,112 @@ fn parse_range(h: &str, len: usize) -> Option<(usize, usize)> {
     (a <= b && a < len).then_some((a, (b + 1).min(len)))
 }
 
+/// The request line and headers. As a proxy, an absolute-form target is answered as if we
+/// were its origin, and a `CONNECT` names the tunnel's far end.
+fn read_request(conn: &TcpStream) -> Option<Request> {
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or("").to_string();
+    let target = words.next().unwrap_or("/").to_string();
+    let (proxied_to, target) = match target.strip_prefix("http://") {
+        Some(rest) => {
+            let (auth, p) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let p = if p.is_empty() { "/" } else { p };
+            (Some(auth.to_string()), p.to_string())
+        }
+        None if method == "CONNECT" => (Some(target.clone()), String::new()),
+        None => (None, target),
+    };
+    let path = target.split('?').next().unwrap().to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    Some(Request {
+        method,
+        proxied_to,
+        path,
+        headers,
+    })
+}
+
+/// A `CONNECT` tunnel to `to`, both ways until either side closes.
+fn tunnel(mut conn: TcpStream, to: &str) {
+    let Ok(upstream) = TcpStream::connect(to) else {
+        let _ = conn.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+        return;
+    };
+    let _ = conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+    let (mut a, mut b) = (conn.try_clone().unwrap(), upstream.try_clone().unwrap());
+    let (mut c, mut d) = (conn, upstream);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a, &mut b);
+        let _ = b.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut d, &mut c);
+}
+
+/// An injected error status, with `Retry-After` if given.
+fn inject_status(mut conn: TcpStream, code: u16, retry_after: Option<u64>) {
+    let ra = retry_after
+        .map(|s| format!("Retry-After: {s}\r\n"))
+        .unwrap_or_default();
+    let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}"#;
+    let _ = conn.write_all(
+        format!(
+            "HTTP/1.1 {code} Injected\r\n{ra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let _ = conn.write_all(body);
+}
+
+fn head(status: &str, content_type: &str, len: usize, extra: &str) -> String {
+    format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{extra}Connection: close\r\n\r\n")
+}
+
+/// A body, or the part a `Range` asks for (when `ranged`), cut after `truncate` bytes.
+/// Returns the body bytes written, or None if the client went away before the body.
+fn send_body(
+    conn: &mut TcpStream,
+    content_type: &str,
+    body: &[u8],
+    range: Option<&str>,
+    ranged: bool,
+    truncate: Option<(usize, bool)>,
+) -> Option<usize> {
+    let (status, range, extra) = match range.and_then(|h| parse_range(h, body.len())) {
+        Some((a, b)) if ranged => (
+            "206 Partial Content",
+            a..b,
+            format!("Content-Range: bytes {a}-{}/{}\r\n", b - 1, body.len()),
+        ),
+        _ => (
+            "200 OK",
+            0..body.len(),
+            String::from(if ranged {
+                "Accept-Ranges: bytes\r\n"
+            } else {
+                ""
+            }),
+        ),
+    };
+    let data = &body[range];
+    conn.write_all(head(status, content_type, data.len(), &extra).as_bytes())
+        .ok()?;
+    let n = truncate.map_or(data.len(), |(n, _)| n.min(data.len()));
+    conn.write_all(&data[..n]).ok().map(|()| n)
+}
+
 impl Default for FakeRegistry {
     fn default() -> Self {
         FakeRegistry::start()
@@ -184,186 +290,35 @@ impl FakeRegistry {
         self.state.lock().unwrap().unauthorized
     }
 
+    /// One connection: read the request, decide the answer, send it.
     fn serve(&self, mut conn: TcpStream) {
-        let mut reader = BufReader::new(conn.try_clone().unwrap());
-        let mut line = String::new();
-        if reader.read_line(&mut line).is_err() {
+        let Some(req) = read_request(&conn) else {
             return;
-        }
-        let mut words = line.split_whitespace();
-        let method = words.next().unwrap_or("").to_string();
-        let target = words.next().unwrap_or("/").to_string();
-        // As a proxy: absolute-form requests are answered here as if we were the origin.
-        let (proxied_to, target) = match target.strip_prefix("http://") {
-            Some(rest) => {
-                let (auth, p) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-                (
-                    Some(auth.to_string()),
-                    if p.is_empty() {
-                        "/".to_string()
-                    } else {
-                        p.to_string()
-                    },
-                )
-            }
-            None if method == "CONNECT" => (Some(target.clone()), String::new()),
-            None => (None, target),
         };
-        let path = target.split('?').next().unwrap().to_string();
-        let mut headers = HashMap::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
-        let (reply, fault, ranged, authorized) = {
-            let mut st = self.state.lock().unwrap();
-            *st.hits.entry(path.clone()).or_default() += 1;
-            st.log.push(Request {
-                method: method.clone(),
-                proxied_to: proxied_to.clone(),
-                path: path.clone(),
-                headers: headers.clone(),
-            });
-            if let (Some(Fault::ExpireToken), Some(_)) =
-                (st.faults.get(&path).and_then(|q| q.front()), st.bearer)
-            {
-                st.bearer = Some(st.issued + 1);
-                st.faults.get_mut(&path).unwrap().pop_front();
-            }
-            let authorized = st
-                .basic
-                .as_ref()
-                .is_none_or(|b| headers.get("authorization") == Some(b))
-                && st.bearer.is_none_or(|g| {
-                    path == "/token"
-                        || headers.get("authorization") == Some(&format!("Bearer tok-{g}"))
-                });
-            if path == "/token" && st.bearer.is_some() {
-                // Every token request gets a new token; only the newest is accepted.
-                st.issued += 1;
-                st.bearer = Some(st.issued);
-            }
-            if !authorized {
-                st.unauthorized += 1;
-            }
-            let bearer = st.bearer;
-            let ttl = st.token_ttl;
-            let reply = if path == "/token" {
-                let body = format!(
-                    r#"{{"token":"tok-{}","expires_in":{ttl}}}"#,
-                    bearer.unwrap_or(0)
-                );
-                Reply::Body {
-                    content_type: "application/json".into(),
-                    body: body.into_bytes().into(),
-                }
-            } else if path == "/v2/" {
-                Reply::Body {
-                    content_type: "application/json".into(),
-                    body: b"{}".to_vec().into(),
-                }
-            } else {
-                st.routes.get(&path).cloned().unwrap_or(Reply::Status(404))
-            };
-            let fault = st.faults.get_mut(&path).and_then(|q| q.pop_front());
-            let ranged = !st.no_range.contains(&path);
-            (reply, fault, ranged, authorized)
-        };
-        if method == "CONNECT" {
-            let to = proxied_to.unwrap_or_default();
-            let Ok(upstream) = TcpStream::connect(&to) else {
-                let _ = conn.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
-                return;
-            };
-            let _ = conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-            let (mut a, mut b) = (conn.try_clone().unwrap(), upstream.try_clone().unwrap());
-            let (mut c, mut d) = (conn, upstream);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut a, &mut b);
-                let _ = b.shutdown(std::net::Shutdown::Write);
-            });
-            let _ = std::io::copy(&mut d, &mut c);
-            return;
+        let (reply, fault, ranged, authorized) = self.decide(&req);
+        if req.method == "CONNECT" {
+            return tunnel(conn, req.proxied_to.as_deref().unwrap_or_default());
         }
         if !authorized {
-            let challenge = if self.state.lock().unwrap().bearer.is_some() {
-                format!(
-                    r#"Bearer realm="http://{}/token",service="fake""#,
-                    self.addr
-                )
-            } else {
-                r#"Basic realm="fake""#.to_string()
-            };
-            let _ = conn.write_all(
-                format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            );
-            return;
+            return self.challenge(&mut conn);
         }
         let mut truncate = None;
         match fault {
             Some(Fault::Status(code, retry_after)) => {
-                let ra = retry_after
-                    .map(|s| format!("Retry-After: {s}\r\n"))
-                    .unwrap_or_default();
-                let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}"#;
-                let _ = conn.write_all(
-                    format!("HTTP/1.1 {code} Injected\r\n{ra}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len())
-                        .as_bytes(),
-                );
-                let _ = conn.write_all(body);
-                return;
+                return inject_status(conn, code, retry_after)
             }
             Some(Fault::Stall(n)) => truncate = Some((n, true)),
             Some(Fault::Truncate(n)) => truncate = Some((n, false)),
             Some(Fault::Delay(d)) => std::thread::sleep(d),
             Some(Fault::ExpireToken) | None => {}
         }
-        let head = |status: &str, ct: &str, len: usize, extra: &str| {
-            format!("HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\n{extra}Connection: close\r\n\r\n")
-        };
         match reply {
             Reply::Body { content_type, body } => {
-                let (status, range, extra) = match headers
-                    .get("range")
-                    .and_then(|h| parse_range(h, body.len()))
-                {
-                    Some((a, b)) if ranged => (
-                        "206 Partial Content",
-                        a..b,
-                        format!("Content-Range: bytes {a}-{}/{}\r\n", b - 1, body.len()),
-                    ),
-                    _ => (
-                        "200 OK",
-                        0..body.len(),
-                        String::from(if ranged {
-                            "Accept-Ranges: bytes\r\n"
-                        } else {
-                            ""
-                        }),
-                    ),
-                };
-                let data = &body[range];
-                if conn
-                    .write_all(head(status, &content_type, data.len(), &extra).as_bytes())
-                    .is_err()
-                {
-                    return;
-                }
-                let n = truncate.map_or(data.len(), |(n, _)| n.min(data.len()));
-                if conn.write_all(&data[..n]).is_ok() {
-                    *self
-                        .state
-                        .lock()
-                        .unwrap()
-                        .sent
-                        .entry(path.clone())
-                        .or_default() += n;
+                let range = req.headers.get("range").map(String::as_str);
+                let sent = send_body(&mut conn, &content_type, &body, range, ranged, truncate);
+                if let Some(n) = sent {
+                    let mut st = self.state.lock().unwrap();
+                    *st.sent.entry(req.path.clone()).or_default() += n;
                 }
                 if let Some((_, true)) = truncate {
                     let _ = conn.flush();
@@ -372,16 +327,9 @@ impl FakeRegistry {
             }
             Reply::Status(code) => {
                 let body = br#"{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}"#;
+                let status = format!("{code} Injected");
                 let _ = conn
-                    .write_all(
-                        head(
-                            &format!("{code} Injected"),
-                            "application/json",
-                            body.len(),
-                            "",
-                        )
-                        .as_bytes(),
-                    )
+                    .write_all(head(&status, "application/json", body.len(), "").as_bytes())
                     .and_then(|_| conn.write_all(body));
             }
             Reply::Stall { body, send } => {
@@ -393,17 +341,71 @@ impl FakeRegistry {
                 std::thread::sleep(Duration::from_secs(300));
             }
             Reply::Redirect(to) => {
-                let _ = conn.write_all(
-                    head(
-                        "307 Temporary Redirect",
-                        "text/plain",
-                        0,
-                        &format!("Location: {to}\r\n"),
-                    )
-                    .as_bytes(),
-                );
+                let location = format!("Location: {to}\r\n");
+                let status = "307 Temporary Redirect";
+                let _ = conn.write_all(head(status, "text/plain", 0, &location).as_bytes());
             }
         }
+    }
+
+    /// Log the request and decide its answer: the reply, a queued fault, whether `Range`
+    /// is honoured, and whether the request is authorized (issuing tokens on `/token`).
+    fn decide(&self, req: &Request) -> (Reply, Option<Fault>, bool, bool) {
+        let path = &req.path;
+        let mut st = self.state.lock().unwrap();
+        *st.hits.entry(path.clone()).or_default() += 1;
+        st.log.push(req.clone());
+        if let (Some(Fault::ExpireToken), Some(_)) =
+            (st.faults.get(path).and_then(|q| q.front()), st.bearer)
+        {
+            st.bearer = Some(st.issued + 1);
+            st.faults.get_mut(path).unwrap().pop_front();
+        }
+        let auth = req.headers.get("authorization");
+        let authorized = st.basic.as_ref().is_none_or(|b| auth == Some(b))
+            && st
+                .bearer
+                .is_none_or(|g| path == "/token" || auth == Some(&format!("Bearer tok-{g}")));
+        if path == "/token" && st.bearer.is_some() {
+            // Every token request gets a new token; only the newest is accepted.
+            st.issued += 1;
+            st.bearer = Some(st.issued);
+        }
+        if !authorized {
+            st.unauthorized += 1;
+        }
+        let json = |body: String| Reply::Body {
+            content_type: "application/json".into(),
+            body: body.into_bytes().into(),
+        };
+        let reply = match path.as_str() {
+            "/token" => json(format!(
+                r#"{{"token":"tok-{}","expires_in":{}}}"#,
+                st.bearer.unwrap_or(0),
+                st.token_ttl
+            )),
+            "/v2/" => json("{}".into()),
+            _ => st.routes.get(path).cloned().unwrap_or(Reply::Status(404)),
+        };
+        let fault = st.faults.get_mut(path).and_then(|q| q.pop_front());
+        let ranged = !st.no_range.contains(path);
+        (reply, fault, ranged, authorized)
+    }
+
+    /// A 401 with the challenge of the auth mode in force.
+    fn challenge(&self, conn: &mut TcpStream) {
+        let challenge = if self.state.lock().unwrap().bearer.is_some() {
+            format!(
+                r#"Bearer realm="http://{}/token",service="fake""#,
+                self.addr
+            )
+        } else {
+            r#"Basic realm="fake""#.to_string()
+        };
+        let _ = conn.write_all(
+            format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
     }
 
     pub fn set(&self, path: &str, reply: Reply) {

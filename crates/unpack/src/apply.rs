@@ -452,6 +452,23 @@ impl Applier {
         self.at_meta(&parent, name, rel, meta, true)
     }
 
+    /// `.wh..wh..opq` (the entry `rel`): the directory `parent_rel` hides the lower
+    /// layers' contents.
+    fn opaque_marker(&mut self, parent_rel: &[u8], rel: &[u8]) -> Result<(), UnpackError> {
+        let dir = self
+            .root
+            .dir(parent_rel)
+            .map_err(entry_err(rel, "opaque directory"))?;
+        let fd = rfs::openat(
+            &*dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno("open", parent_rel))?;
+        set_opaque(&fd).map_err(entry_err(parent_rel, "set opaque"))
+    }
+
     fn whiteout(
         &mut self,
         parent_rel: &[u8],
@@ -460,18 +477,7 @@ impl Applier {
         meta: &Meta,
     ) -> Result<(), UnpackError> {
         if target == b".wh..opq" {
-            let dir = self
-                .root
-                .dir(parent_rel)
-                .map_err(entry_err(rel, "opaque directory"))?;
-            let fd = rfs::openat(
-                &*dir,
-                ".",
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(errno("open", parent_rel))?;
-            return set_opaque(&fd).map_err(entry_err(parent_rel, "set opaque"));
+            return self.opaque_marker(parent_rel, rel);
         }
         if target.starts_with(b".wh.") {
             // Other AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not content.

@@ -27,6 +27,64 @@ pub(crate) struct SparseHeader {
 /// Data extents larger than this many are refused (the map lives in memory).
 const MAX_SPARSE_EXTENTS: usize = 1 << 20;
 
+/// A PAX record's value as a decimal number.
+fn pax_number(key: &[u8], val: &[u8]) -> io::Result<u64> {
+    std::str::from_utf8(val)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| {
+            bad(format!(
+                "PAX {}: not a number",
+                String::from_utf8_lossy(key)
+            ))
+        })
+}
+
+impl SparseHeader {
+    /// Take one `GNU.sparse.*` record. Returns whether it marks the entry as sparse
+    /// (`numbytes` only completes an `offset`, which did).
+    fn record(
+        &mut self,
+        key: &[u8],
+        val: &[u8],
+        pending_offset: &mut Option<u64>,
+    ) -> io::Result<bool> {
+        let num = || pax_number(key, val);
+        match key {
+            b"GNU.sparse.major" => self.major = num()? as u32,
+            b"GNU.sparse.minor" => self.minor = num()? as u32,
+            b"GNU.sparse.name" => self.name = Some(val.to_vec()),
+            b"GNU.sparse.realsize" | b"GNU.sparse.size" => self.real_size = Some(num()?),
+            b"GNU.sparse.map" => {
+                let nums = std::str::from_utf8(val)
+                    .map_err(|_| bad("GNU.sparse.map: not text".into()))?
+                    .split(',')
+                    .map(|s| s.trim().parse::<u64>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| bad("GNU.sparse.map: not numbers".into()))?;
+                if nums.len() % 2 != 0 || nums.len() / 2 > MAX_SPARSE_EXTENTS {
+                    return Err(bad("GNU.sparse.map: malformed".into()));
+                }
+                self.map = nums.chunks(2).map(|c| (c[0], c[1])).collect();
+            }
+            // Format 0.0: repeated offset/numbytes pairs.
+            b"GNU.sparse.offset" => *pending_offset = Some(num()?),
+            b"GNU.sparse.numbytes" => {
+                let off = pending_offset
+                    .take()
+                    .ok_or_else(|| bad("GNU.sparse.numbytes without offset".into()))?;
+                if self.map.len() >= MAX_SPARSE_EXTENTS {
+                    return Err(bad("GNU sparse map too large".into()));
+                }
+                self.map.push((off, num()?));
+                return Ok(false);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 impl PaxMeta {
     pub(crate) fn parse<'a, I>(records: I) -> io::Result<PaxMeta>
     where
@@ -40,63 +98,12 @@ impl PaxMeta {
             let r = r?;
             let key = r.key_bytes();
             let val = r.value_bytes();
-            let num = || -> io::Result<u64> {
-                std::str::from_utf8(val)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "PAX {}: not a number",
-                            String::from_utf8_lossy(key)
-                        ))
-                    })
-            };
             match key {
-                b"uid" => m.uid = Some(num()?),
-                b"gid" => m.gid = Some(num()?),
+                b"uid" => m.uid = Some(pax_number(key, val)?),
+                b"gid" => m.gid = Some(pax_number(key, val)?),
                 b"mtime" => m.mtime = Some(parse_time(val)?),
-                b"GNU.sparse.major" => {
-                    is_sparse = true;
-                    sparse.major = num()? as u32
-                }
-                b"GNU.sparse.minor" => {
-                    is_sparse = true;
-                    sparse.minor = num()? as u32
-                }
-                b"GNU.sparse.name" => {
-                    is_sparse = true;
-                    sparse.name = Some(val.to_vec())
-                }
-                b"GNU.sparse.realsize" | b"GNU.sparse.size" => {
-                    is_sparse = true;
-                    sparse.real_size = Some(num()?)
-                }
-                b"GNU.sparse.map" => {
-                    is_sparse = true;
-                    let nums = std::str::from_utf8(val)
-                        .map_err(|_| bad("GNU.sparse.map: not text".into()))?
-                        .split(',')
-                        .map(|s| s.trim().parse::<u64>())
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|_| bad("GNU.sparse.map: not numbers".into()))?;
-                    if nums.len() % 2 != 0 || nums.len() / 2 > MAX_SPARSE_EXTENTS {
-                        return Err(bad("GNU.sparse.map: malformed".into()));
-                    }
-                    sparse.map = nums.chunks(2).map(|c| (c[0], c[1])).collect();
-                }
-                // Format 0.0: repeated offset/numbytes pairs.
-                b"GNU.sparse.offset" => {
-                    is_sparse = true;
-                    pending_offset = Some(num()?)
-                }
-                b"GNU.sparse.numbytes" => {
-                    let off = pending_offset
-                        .take()
-                        .ok_or_else(|| bad("GNU.sparse.numbytes without offset".into()))?;
-                    if sparse.map.len() >= MAX_SPARSE_EXTENTS {
-                        return Err(bad("GNU sparse map too large".into()));
-                    }
-                    sparse.map.push((off, num()?));
+                _ if key.starts_with(b"GNU.sparse.") => {
+                    is_sparse |= sparse.record(key, val, &mut pending_offset)?;
                 }
                 _ => {
                     if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {

@@ -1,9 +1,12 @@
 //! Tar application: entry kinds, overlay whiteouts, and confinement to the layer root.
 //! These tests need root (owners, devices, trusted.* xattrs), as rdpull itself does.
+// A test is one scenario, steps and assertions in order; splitting it would hide it.
+#![allow(clippy::too_many_lines)]
 
 use std::io::Write;
 use std::path::Path;
 
+use rdpull_testkit::skip_unless_root;
 use rdpull_testkit::{listing, Hdr, Tar};
 use rdpull_unpack::{
     apply_tar, unpack_layer, ApplyOptions, LayerDescriptor, LayerStats, UnpackError,
@@ -49,6 +52,7 @@ fn outside_listing(s: &Sandbox) -> Vec<String> {
 
 #[test]
 fn every_entry_kind_and_its_metadata() {
+    skip_unless_root!();
     let s = sandbox();
     let mut t = Tar::default();
     t.dir("etc/");
@@ -179,6 +183,7 @@ fn every_entry_kind_and_its_metadata() {
 
 #[test]
 fn whiteouts_in_overlay_format() {
+    skip_unless_root!();
     let s = sandbox();
     let mut t = Tar::default();
     t.file(".wh.gone", b"");
@@ -220,6 +225,7 @@ fn whiteouts_in_overlay_format() {
 /// Each escape kind from the issue; afterwards nothing outside the layer has changed.
 #[test]
 fn hostile_names_stay_inside_the_root() {
+    skip_unless_root!();
     let s = sandbox();
     let before = outside_listing(&s);
     let mut t = Tar::default();
@@ -268,6 +274,7 @@ fn hostile_names_stay_inside_the_root() {
 
 #[test]
 fn hard_links_out_of_the_layer_are_refused() {
+    skip_unless_root!();
     for target in ["../../../../etc/hostname", "/etc/hostname", "../canary"] {
         let s = sandbox();
         let before = outside_listing(&s);
@@ -303,6 +310,7 @@ fn hard_links_out_of_the_layer_are_refused() {
 
 #[test]
 fn symlink_loops_and_files_as_parents_fail_cleanly() {
+    skip_unless_root!();
     let s = sandbox();
     let mut t = Tar::default();
     t.symlink("loop-a", "loop-b");
@@ -325,6 +333,7 @@ fn symlink_loops_and_files_as_parents_fail_cleanly() {
 
 #[test]
 fn pax_sparse_1_0() {
+    skip_unless_root!();
     let s = sandbox();
     let mut data = b"2\n0\n4\n1048576\n3\n".to_vec();
     data.resize(512, 0);
@@ -348,6 +357,7 @@ fn pax_sparse_1_0() {
 
 #[test]
 fn zero_runs_become_holes_with_identical_content() {
+    skip_unless_root!();
     let s = sandbox();
     let mut content = vec![0u8; 4 << 20];
     content[3 << 20] = 1;
@@ -395,6 +405,7 @@ fn unpack(
 
 #[test]
 fn unpack_layer_verifies_both_digests() {
+    skip_unless_root!();
     let tar = Tar::default().file("hello", b"world").finish();
     let blob = gzip(&tar);
     let digest = Digest::sha256_of(&blob);
@@ -445,6 +456,7 @@ fn unpack_layer_verifies_both_digests() {
 
 #[test]
 fn truncated_gzip_with_matching_digest_is_a_decompression_error() {
+    skip_unless_root!();
     let tar = Tar::default().file("hello", &vec![7u8; 100_000]).finish();
     let blob = gzip(&tar);
     let cut = &blob[..blob.len() / 2];
@@ -462,6 +474,7 @@ fn truncated_gzip_with_matching_digest_is_a_decompression_error() {
 
 #[test]
 fn a_failed_download_is_reported_as_such() {
+    skip_unless_root!();
     struct Failing<'a>(&'a [u8]);
     impl std::io::Read for Failing<'_> {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -512,6 +525,7 @@ fn small_files_tar() -> Tar {
 
 #[test]
 fn many_small_files_and_replacements() {
+    skip_unless_root!();
     let s = sandbox();
     let mut t = small_files_tar();
     t.file("empty", b"");

@@ -2,13 +2,11 @@
 //! backoff and Retry-After, servers that ignore Range, redirects across origins, stalls,
 //! expired tokens, and one blob over several connections. Needs root (unpacking).
 
-mod common;
-
-use std::time::{Duration, Instant};
-
-use common::{fails, ok, rdpull};
+use crate::common::{fails, ok, rdpull};
 use rdpull_testkit::registry::{FakeRegistry, Fault, Reply};
+use rdpull_testkit::skip_unless_root;
 use rdpull_testkit::{listing, Tar};
+use std::time::{Duration, Instant};
 
 /// A layer whose gzip blob is about `n` bytes (incompressible content).
 fn incompressible_layer(n: usize) -> Vec<u8> {
@@ -38,6 +36,7 @@ fn unpacked(root: &std::path::Path, reference: &str) -> Vec<String> {
 
 #[test]
 fn truncated_body_resumes_from_the_first_missing_byte() {
+    skip_unless_root!();
     let reg = FakeRegistry::start();
     let p = reg.push("app", "v1", &[incompressible_layer(3 << 20)]);
     let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
@@ -63,6 +62,7 @@ fn truncated_body_resumes_from_the_first_missing_byte() {
 
 #[test]
 fn server_errors_are_retried_honouring_retry_after() {
+    skip_unless_root!();
     let reg = FakeRegistry::start();
     let p = reg.push("app", "v1", &[Tar::default().file("a", b"1").finish()]);
     let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
@@ -85,6 +85,7 @@ fn server_errors_are_retried_honouring_retry_after() {
 
 #[test]
 fn a_server_ignoring_range_is_skipped_to_the_right_byte() {
+    skip_unless_root!();
     let reg = FakeRegistry::start();
     let p = reg.push("app", "v1", &[incompressible_layer(2 << 20)]);
     let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
@@ -114,6 +115,7 @@ fn a_server_ignoring_range_is_skipped_to_the_right_byte() {
 
 #[test]
 fn redirects_to_another_origin_carry_no_authorization() {
+    skip_unless_root!();
     let registry = FakeRegistry::start();
     let cdn = FakeRegistry::start();
     registry.require_basic("user:secret");
@@ -160,6 +162,7 @@ fn redirects_to_another_origin_carry_no_authorization() {
 
 #[test]
 fn a_stalled_body_fails_within_the_stall_timeout() {
+    skip_unless_root!();
     let reg = FakeRegistry::start();
     let p = reg.push("app", "v1", &[incompressible_layer(1 << 20)]);
     let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
@@ -190,6 +193,7 @@ fn a_stalled_body_fails_within_the_stall_timeout() {
 
 #[test]
 fn an_expired_token_is_renewed_mid_pull() {
+    skip_unless_root!();
     let reg = FakeRegistry::start();
     reg.require_bearer();
     let p = reg.push(
@@ -219,6 +223,7 @@ fn an_expired_token_is_renewed_mid_pull() {
 
 #[test]
 fn a_large_blob_is_fetched_over_several_connections() {
+    skip_unless_root!();
     let reg = FakeRegistry::start();
     let p = reg.push("app", "v1", &[incompressible_layer(5 << 20)]);
     let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
@@ -283,6 +288,7 @@ fn a_large_blob_is_fetched_over_several_connections() {
 /// grow with it.
 #[test]
 fn memory_stays_bounded_for_a_multi_gib_blob() {
+    skip_unless_root!();
     const SIZE: usize = 2 << 30;
     let tar = Tar::default().file("zeros", &vec![0u8; SIZE]).finish();
     let diff_id = rdpull_testkit::registry::sha256(&tar);
@@ -352,6 +358,7 @@ fn memory_stays_bounded_for_a_multi_gib_blob() {
 /// A token about to expire is renewed before the request, not after a 401.
 #[test]
 fn tokens_are_renewed_before_they_expire() {
+    skip_unless_root!();
     let reg = FakeRegistry::start();
     // 5 s tokens: inside rdpull's 10 s renewal margin, so every later request renews.
     reg.require_bearer_ttl(5);

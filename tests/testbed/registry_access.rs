@@ -1,347 +1,14 @@
-//! End to end against the real Docker distribution registry of `../shared/testbed`: the
-//! trees rdpull unpacks are compared with umoci's listings (`$TESTBED_DIR/expected`), or,
-//! for images the testbed writes no listing of, with listings derived here from the
-//! images' definitions in `make-images` / `mkmulti.py`. Needs root, python3 and apt.
+//! Reaching real registries: the README's headline command, TLS with Basic and Bearer
+//! auth, docker config credentials, hosts.toml mirrors and TLS, and proxies.
 
-mod common;
-
-use std::path::Path;
-use std::process::Command;
-use std::sync::OnceLock;
-
-use common::{fails, ok, rdpull, snapshots, stdout, testbed, testbed_dir, tree_manifest};
-use sha2::{Digest as _, Sha256};
-
-const REG: &str = "127.0.0.1:5000";
-
-/// Held by the tests that fetch from the `debian` repository, so that counting its blob
-/// requests in the registry's access log is exact.
-static DEBIAN_REPO: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Start the registry and build the images once per test binary (both are idempotent).
-fn setup() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        rdpull_testkit::testbed::run("registry-up", &[]);
-        rdpull_testkit::testbed::run(
-            "make-images",
-            &["debian", "variants", "multi", "multiarch", "evil", "edge"],
-        );
-        // The pull-through cache (:5446) and the client-certificate registry (:5447).
-        let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-extra");
-        let st = Command::new("bash")
-            .arg(extra)
-            .env("RDPULL_TESTBED", testbed())
-            .status()
-            .unwrap();
-        assert!(st.success(), "scripts/testbed-extra failed");
-    });
-}
-
-fn expected(name: &str) -> String {
-    std::fs::read_to_string(testbed_dir().join("expected").join(format!("{name}.tsv"))).unwrap()
-}
-
-/// `rdpull unpack` IMAGE into a fresh store; returns the tree-manifest listing.
-fn unpack(image: &str, extra: &[&str]) -> String {
-    setup();
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("rootfs");
-    let mut args = extra.to_vec();
-    let reference = format!("{REG}/{image}");
-    args.extend(["unpack", &reference, dir.to_str().unwrap()]);
-    ok(rdpull(&t.path().join("store"), &args));
-    tree_manifest(&dir)
-}
-
-fn assert_same(got: &str, want: &str, what: &str) {
-    if got != want {
-        let g: Vec<&str> = got.lines().collect();
-        let w: Vec<&str> = want.lines().collect();
-        let only_got: Vec<&&str> = g.iter().filter(|l| !w.contains(l)).take(10).collect();
-        let only_want: Vec<&&str> = w.iter().filter(|l| !g.contains(l)).take(10).collect();
-        panic!("{what}: trees differ\nonly rdpull: {only_got:#?}\nonly expected: {only_want:#?}");
-    }
-}
-
-#[test]
-fn debian_variants_equal_umoci() {
-    let want = expected("debian_bookworm");
-    let _serial = DEBIAN_REPO.lock().unwrap_or_else(|e| e.into_inner());
-    for image in [
-        "debian:bookworm",
-        "debian:bookworm-zstd",
-        "debian:bookworm-v2s2",
-        "debian:bookworm-uncompressed",
-    ] {
-        assert_same(&unpack(image, &[]), &want, image);
-    }
-}
-
-#[test]
-fn multi_equals_umoci() {
-    assert_same(
-        &unpack("multi:latest", &["--parallel", "16"]),
-        &expected("multi_latest"),
-        "multi:latest",
-    );
-}
-
-fn sha(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-/// Root directory line of an image built on `umoci new` (an empty rootfs, mode 0755).
-const ROOT: &str = "/\td\t0755\t0:0\t0\t-\t-\n";
-
-fn dir_line(p: &str) -> String {
-    format!("{p}\td\t0755\t0:0\t0\t-\t-\n")
-}
-
-fn file_line(p: &str, content: &[u8]) -> String {
-    format!(
-        "{p}\tf\t0644\t0:0\t{}\t{}\t-\n",
-        content.len(),
-        sha(content)
-    )
-}
-
-#[test]
-fn multiarch_both_platforms() {
-    // amd64 is debian:bookworm pushed under another name (make-images `multiarch`).
-    let debian = expected("debian_bookworm");
-    assert_same(
-        &unpack("multiarch:latest", &["--platform", "linux/amd64"]),
-        &debian,
-        "multiarch amd64",
-    );
-    assert_same(
-        &unpack("multiarch:v2s2", &["--platform", "linux/amd64"]),
-        &debian,
-        "multiarch:v2s2 amd64",
-    );
-    // arm64: an empty umoci image plus /etc/testbed-arch.
-    let arm = format!(
-        "{ROOT}{}{}",
-        dir_line("/etc"),
-        file_line("/etc/testbed-arch", b"linux/arm64/v8\n")
-    );
-    for image in ["multiarch:latest", "multiarch:v2s2"] {
-        assert_same(&unpack(image, &["--platform", "linux/arm64"]), &arm, image);
-        assert_same(
-            &unpack(image, &["--platform", "linux/arm64/v8"]),
-            &arm,
-            image,
-        );
-    }
-    setup();
-    let t = tempfile::tempdir().unwrap();
-    let e = fails(rdpull(
-        t.path(),
-        &[
-            "--platform",
-            "linux/s390x",
-            "pull",
-            &format!("{REG}/multiarch:latest"),
-        ],
-    ));
-    assert_eq!(
-        e,
-        format!("rdpull: error: manifest {REG}/multiarch:latest: no image for platform linux/s390x (available: linux/amd64, linux/arm64/v8)")
-    );
-}
-
-/// The edge images (make-images `edge`). Neither umoci nor containerd 1.6 unpacks all of
-/// them (`crosscheck`); rdpull's answers follow the OCI image spec, and equal umoci's
-/// listing wherever umoci succeeds.
-#[test]
-fn edge_images() {
-    // GNU tar's old sparse format ('S' entries): umoci and containerd refuse the layer
-    // ("unhandled tar header type 83"). rdpull expands it: 64 MiB, 1 MiB of 'S' at 0 and
-    // at 32 MiB (mkmulti.py edge_sparse_src).
-    let mut holey = vec![0u8; 64 << 20];
-    holey[..1 << 20].fill(b'S');
-    holey[32 << 20..33 << 20].fill(b'S');
-    let want = format!(
-        "{ROOT}{}{}",
-        dir_line("/sparse"),
-        file_line("/sparse/holey-64MiB", &holey)
-    );
-    assert_same(&unpack("edge:gnu-sparse", &[]), &want, "edge:gnu-sparse");
-
-    // umoci's own dir->file diff (a file, then whiteouts below it): containerd fails
-    // ("mkparent ... not a directory"); umoci and rdpull show the file.
-    let want = format!("{ROOT}{}", file_line("/dir2file", b"now a file\n"));
-    assert_same(
-        &unpack("edge:umoci-dir2file", &[]),
-        &want,
-        "edge:umoci-dir2file",
-    );
-
-    // Whiteout then re-add in one layer: the lower recreated/old is gone (umoci agrees;
-    // containerd's overlay snapshot wrongly still shows it).
-    let want = format!(
-        "{ROOT}{}{}",
-        dir_line("/recreated"),
-        file_line("/recreated/new", b"only child of recreated/\n")
-    );
-    assert_same(
-        &unpack("edge:wh-then-readd", &[]),
-        &want,
-        "edge:wh-then-readd",
-    );
-
-    // Re-add then whiteout: a whiteout hides only lower layers, so recreated/new stays
-    // (umoci agrees; containerd fails "failed to convert whiteout file").
-    let want = format!(
-        "{ROOT}{}{}",
-        dir_line("/recreated"),
-        file_line(
-            "/recreated/new",
-            b"must survive: the whiteout below only hides lower layers\n"
-        )
-    );
-    assert_same(
-        &unpack("edge:wh-after-readd", &[]),
-        &want,
-        "edge:wh-after-readd",
-    );
-}
-
-const GLOBAL_CANARIES: &[&str] = &[
-    "/tmp/escape-via-abs-symlink.txt",
-    "/tmp/escape-via-rel-symlink.txt",
-    "/abs-escape.txt",
-];
-
-/// Paths under `top` that are neither in the rootfs nor in a snapshot's own directory.
-fn stray_files(top: &Path) -> Vec<String> {
-    let mut out = vec![];
-    let mut stack = vec![top.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(top).unwrap().to_string_lossy().into_owned();
-            let parts: Vec<&str> = rel.split('/').collect();
-            let inside = parts[0] == "rootfs"
-                || (parts.len() >= 4 && parts[1] == "snapshots" && parts[3] == "fs");
-            if inside {
-                continue;
-            }
-            let known = matches!(parts[0], "store")
-                && (parts.len() == 1
-                    || matches!(parts[1], "metadata.json" | "lock" | "content" | "tmp")
-                    || (parts[1] == "snapshots"
-                        && (parts.len() <= 3 || matches!(parts[3], "fs" | "work"))));
-            if !known {
-                out.push(rel.clone());
-            }
-            if p.is_dir()
-                && !p.is_symlink()
-                && parts[0] == "store"
-                && parts.get(1) != Some(&"content")
-            {
-                stack.push(p);
-            }
-        }
-    }
-    out
-}
-
-#[test]
-fn evil_images_stay_inside_the_root() {
-    setup();
-    use std::os::unix::fs::MetadataExt;
-    let links = std::fs::metadata("/etc/hostname").unwrap().nlink();
-    let ok_line = file_line("/ok.txt", b"the only benign entry\n");
-    let cases: &[(&str, Option<String>)] = &[
-        (
-            "dotdot",
-            Some(format!(
-                "{ROOT}{}{}{ok_line}",
-                file_line("/escape-dotdot.txt", b"escaped?\n"),
-                file_line("/escape-mid.txt", b"escaped?\n")
-            )),
-        ),
-        (
-            "absolute",
-            Some(format!(
-                "{ROOT}{}{ok_line}",
-                file_line("/abs-escape.txt", b"escaped?\n")
-            )),
-        ),
-        (
-            "symlink-abs",
-            Some(format!(
-                "{ROOT}{ok_line}/sl-abs\tl\t0777\t0:0\t4\t/tmp\t-\n{}{}",
-                dir_line("/tmp"),
-                file_line("/tmp/escape-via-abs-symlink.txt", b"escaped?\n")
-            )),
-        ),
-        (
-            "symlink-rel",
-            Some(format!(
-                "{ROOT}{ok_line}/sl-rel\tl\t0777\t0:0\t21\t../../../../../../tmp\t-\n{}{}",
-                dir_line("/tmp"),
-                file_line("/tmp/escape-via-rel-symlink.txt", b"escaped?\n")
-            )),
-        ),
-        // The whiteouts land on the root of the layer and hide nothing.
-        ("whiteout-out", Some(format!("{ROOT}{ok_line}"))),
-        ("hardlink-out", None),
-        ("latest", None),
-    ];
-    for (case, want) in cases {
-        for c in GLOBAL_CANARIES {
-            let _ = std::fs::remove_file(c);
-        }
-        let t = tempfile::tempdir().unwrap();
-        let dir = t.path().join("rootfs");
-        let out = rdpull(
-            &t.path().join("store"),
-            &[
-                "unpack",
-                &format!("{REG}/evil:{case}"),
-                dir.to_str().unwrap(),
-            ],
-        );
-        match want {
-            Some(w) => {
-                ok(out);
-                assert_same(&tree_manifest(&dir), w, case);
-            }
-            None => {
-                // umoci and containerd refuse these too (a hard link to /etc/hostname).
-                let e = fails(out);
-                assert!(
-                    e.ends_with(": /hl-escape: refused: hard link target /etc/hostname is not in this layer"),
-                    "{case}: {e}"
-                );
-                assert!(!dir.exists());
-                assert!(snapshots(&t.path().join("store")).1.is_empty());
-            }
-        }
-        assert_eq!(
-            stray_files(t.path()),
-            Vec::<String>::new(),
-            "evil:{case} wrote outside the root"
-        );
-        for c in GLOBAL_CANARIES {
-            assert!(!Path::new(c).exists(), "evil:{case} wrote {c}");
-        }
-        assert_eq!(
-            std::fs::metadata("/etc/hostname").unwrap().nlink(),
-            links,
-            "evil:{case}"
-        );
-    }
-}
+use super::*;
 
 /// The README's first command, as a new user runs it: no --plain-http (a loopback
 /// registry without TLS is talked to over HTTP, as Docker does), root from RDPULL_ROOT.
 /// The second pull fetches no blob, counted in the registry's own access log.
 #[test]
 fn headline_command_and_no_refetch() {
+    skip_unless_root!();
     setup();
     let _serial = DEBIAN_REPO.lock().unwrap_or_else(|e| e.into_inner());
     let t = tempfile::tempdir().unwrap();
@@ -409,6 +76,7 @@ fn headline_command_and_no_refetch() {
 /// testbed's token server), trusted through --tls-ca.
 #[test]
 fn tls_basic_and_bearer_auth() {
+    skip_unless_root!();
     setup();
     let ca = testbed_dir().join("ca.pem");
     let ca = ca.to_str().unwrap();
@@ -471,6 +139,7 @@ fn tls_basic_and_bearer_auth() {
 /// `refresh_token` grant. The secrets never show in rdpull's output.
 #[test]
 fn docker_config_credentials() {
+    skip_unless_root!();
     setup();
     let ca = testbed_dir().join("ca.pem");
     let t = tempfile::tempdir().unwrap();
@@ -601,21 +270,12 @@ fn hosts_dir(t: &Path, registry: &str, toml: &str) -> std::path::PathBuf {
     d
 }
 
-/// Access-log lines of a registry log after the first `from`.
-fn log_since(log: &Path, from: usize) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .skip(from)
-        .map(String::from)
-        .collect()
-}
-
 /// A mirror from hosts.toml: a real pull-through cache (docker-registry proxy) in front of
 /// the testbed registry. The upstream sees the image only through the mirror; a dead
 /// mirror falls back to the server.
 #[test]
 fn hosts_toml_mirror_and_fallback() {
+    skip_unless_root!();
     setup();
     // A repository no other test touches, so the logs can be attributed.
     let st = Command::new("skopeo")
@@ -704,6 +364,7 @@ fn hosts_toml_mirror_and_fallback() {
 /// `--insecure-skip-tls-verify` works and warns.
 #[test]
 fn tls_from_hosts_toml_client_certificates_and_skip_verify() {
+    skip_unless_root!();
     setup();
     let tb = testbed_dir();
     let ca = tb.join("ca.pem");
@@ -790,6 +451,7 @@ fn tls_from_hosts_toml_client_certificates_and_skip_verify() {
 /// testbed's TLS registry.
 #[test]
 fn proxies_from_the_environment() {
+    skip_unless_root!();
     use rdpull_testkit::registry::{one_file_layer, FakeRegistry};
     setup();
     let proxy = FakeRegistry::start();
@@ -869,130 +531,5 @@ fn proxies_from_the_environment() {
                 .iter()
                 .all(|r| r.proxied_to.as_deref() == Some("127.0.0.1:5443")),
         "{connects:?}"
-    );
-}
-
-/// kill -9 in the middle of a pull of the testbed's big image (2.3 GB, 6 layers), then
-/// the same command again: it completes, fetches no layer that was committed, and the
-/// result equals a clean pull. Needs `make-images big` (a benchmark image, not built for
-/// CI): run with `cargo test --test testbed -- --ignored`.
-#[test]
-#[ignore = "needs the big testbed image: make-images big"]
-fn killed_big_pull_resumes_and_equals_a_clean_pull() {
-    setup();
-    let st = Command::new("bash")
-        .arg(testbed().join("make-images"))
-        .arg("big")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let image = format!("{REG}/big:latest");
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("store");
-    let log = testbed_dir().join("registry/http.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rdpull"))
-        .args([
-            "--root",
-            root.to_str().unwrap(),
-            "--parallel",
-            "2",
-            "pull",
-            &image,
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while snapshots(&root).0.is_empty() {
-        assert!(t0.elapsed().as_secs() < 120, "no layer committed");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the pull ended before it could be killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let (committed, _) = snapshots(&root);
-    assert!(
-        committed.len() < 6,
-        "everything was committed before the kill"
-    );
-    // Which layer blobs were committed: from the store's metadata labels.
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root.join("metadata.json")).unwrap()).unwrap();
-    let done: Vec<String> = meta["snapshots"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter(|i| i["kind"] == "committed")
-        .map(|i| {
-            i["labels"]["rdpull.io/layer.digest"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    let from = log_since(&log, 0).len();
-    let dir = t.path().join("rootfs");
-    ok(rdpull(
-        &root,
-        // The rerun on single streams, the clean pull chunked: chunking must not change a byte.
-        &[
-            "--parallel",
-            "16",
-            "--chunk-window",
-            "1",
-            "unpack",
-            &image,
-            dir.to_str().unwrap(),
-        ],
-    ));
-    for d in &done {
-        let refetched = log_since(&log, from)
-            .iter()
-            .filter(|l| l.contains(&format!("GET /v2/big/blobs/{d}")))
-            .count();
-        assert_eq!(refetched, 0, "committed layer {d} fetched again");
-    }
-    let clean = t.path().join("clean");
-    let from = log_since(&log, 0).len();
-    ok(rdpull(
-        &t.path().join("store2"),
-        &[
-            "--parallel",
-            "16",
-            "unpack",
-            &image,
-            clean.to_str().unwrap(),
-        ],
-    ));
-    // The largest layer (244 MB) came over several connections.
-    let largest = {
-        let o = Command::new("python3")
-            .arg(testbed().join("regtool.py"))
-            .args(["layers", &image])
-            .output()
-            .unwrap();
-        let text = String::from_utf8(o.stdout).unwrap();
-        let mut layers: Vec<(u64, String)> = text
-            .lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f[2].parse().unwrap(), f[0].to_string())
-            })
-            .collect();
-        layers.sort();
-        layers.pop().unwrap().1
-    };
-    let gets = log_since(&log, from)
-        .iter()
-        .filter(|l| l.contains(&format!("\"GET /v2/big/blobs/{largest}")))
-        .count();
-    assert!(gets >= 8, "largest layer fetched in {gets} request(s)");
-    assert_same(
-        &tree_manifest(&dir),
-        &tree_manifest(&clean),
-        "resumed vs clean pull of big:latest",
     );
 }

@@ -1,0 +1,193 @@
+//! The pipeline driven in-process, as `rdpull run` and the containerd proxy will drive it:
+//! a pull through the library against the in-process registry, with a recording
+//! [`Reporter`]. Needs root (unpacking sets owners); as non-root each test is skipped.
+
+use std::sync::{Arc, Mutex};
+
+use rdpull_fetch::{BlobDescriptor, ClientOptions, Platform, Reference};
+use rdpull_pipeline::{
+    pull, pull_if_missing, unpack_to, Ensured, LayerError, LayerState, PullError, PullOptions,
+    Reporter,
+};
+use rdpull_snapshot::Store;
+use rdpull_testkit::registry::{one_file_layer, FakeRegistry, Reply, LAYER_GZIP};
+use rdpull_testkit::{listing, skip_unless_root};
+use rdpull_unpack::UnpackError;
+
+/// Every event, in the order the pull reported it.
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+}
+
+impl Reporter for Recorder {
+    fn started(&self, reference: &Reference, layers: &[BlobDescriptor]) {
+        let sizes: Vec<u64> = layers.iter().map(|l| l.size).collect();
+        self.push(format!("started {reference} {sizes:?}"));
+    }
+
+    fn layer(&self, index: usize, state: LayerState) {
+        self.push(format!("{index} {}", state.text()));
+    }
+
+    fn bytes(&self, index: usize, received: u64) {
+        self.push(format!("{index} bytes {received}"));
+    }
+}
+
+impl Recorder {
+    fn push(&self, e: String) {
+        self.events.lock().unwrap().push(e);
+    }
+
+    /// The events of layer `index`, bytes left out (their number depends on the network).
+    fn states_of(&self, index: usize) -> Vec<String> {
+        let prefix = format!("{index} ");
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.starts_with(&prefix) && !e.contains(" bytes "))
+            .map(|e| e[prefix.len()..].to_string())
+            .collect()
+    }
+
+    fn last_bytes(&self, index: usize) -> Option<u64> {
+        let prefix = format!("{index} bytes ");
+        let events = self.events.lock().unwrap();
+        let last = events.iter().rev().find(|e| e.starts_with(&prefix))?;
+        last[prefix.len()..].parse().ok()
+    }
+}
+
+fn options() -> PullOptions {
+    PullOptions {
+        parallel: 4,
+        platform: Platform::host(),
+        client: ClientOptions {
+            plain_http: true,
+            docker_config: Some("/nonexistent/rdpull-tests".into()),
+            ..ClientOptions::default()
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_through_the_library_reports_every_step_and_commits_the_chain() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    let tars = vec![one_file_layer("a", b"1"), one_file_layer("b", b"22")];
+    let pushed = reg.push("app", "v1", &tars);
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let reference: Reference = format!("{}/app:v1", reg.addr).parse().unwrap();
+
+    let recorder = Arc::new(Recorder::default());
+    let outcome = pull(store.clone(), &reference, &options(), recorder.clone())
+        .await
+        .unwrap();
+    assert_eq!(outcome.fetched_layers, 2);
+    assert!(!outcome.up_to_date);
+    assert_eq!(
+        outcome.image.manifest_digest.to_string(),
+        pushed.manifest_digest
+    );
+    let sizes: Vec<u64> = pushed.blobs.iter().map(|b| b.len() as u64).collect();
+    assert_eq!(
+        recorder.events.lock().unwrap()[0],
+        format!("started {reference} {sizes:?}")
+    );
+    for (i, size) in sizes.iter().enumerate() {
+        assert_eq!(
+            recorder.states_of(i),
+            [
+                "Waiting",
+                "Downloading",
+                "Extracting",
+                "Verifying Checksum",
+                "Pull complete"
+            ],
+            "layer {i}"
+        );
+        assert_eq!(recorder.last_bytes(i), Some(*size), "layer {i}");
+    }
+    // The chain is committed under its ChainIDs, parent before child, and nothing is
+    // left active.
+    let infos = store.list().unwrap();
+    assert_eq!(infos.len(), 2, "{infos:?}");
+    let top = store.stat(&outcome.image.chain[1].to_string()).unwrap();
+    assert_eq!(top.parent, Some(outcome.image.chain[0].to_string()));
+    assert!(infos
+        .iter()
+        .all(|i| i.kind == rdpull_snapshot::Kind::Committed));
+
+    // Again: nothing fetched, every layer already there, up to date.
+    let again = Arc::new(Recorder::default());
+    let outcome = pull(store.clone(), &reference, &options(), again.clone())
+        .await
+        .unwrap();
+    assert_eq!((outcome.fetched_layers, outcome.up_to_date), (0, true));
+    assert_eq!(again.states_of(0), ["Already exists"]);
+    assert_eq!(again.states_of(1), ["Already exists"]);
+    for d in &pushed.layer_digests {
+        assert_eq!(reg.hits(&FakeRegistry::blob_path("app", d)), 1);
+    }
+
+    // pull_if_missing finds it; unpack_to flattens it.
+    let ensured = pull_if_missing(store.clone(), &reference, &options(), again)
+        .await
+        .unwrap();
+    assert!(matches!(ensured, Ensured::Present(_)));
+    let dir = root.path().join("rootfs");
+    let stats = unpack_to(&store, ensured.image(), &dir).unwrap();
+    assert_eq!(stats.entries, 2);
+    assert_eq!(listing(&dir), ["/a f 0644 0:0 1", "/b f 0644 0:0 22"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_layer_is_a_typed_error_and_leaves_no_active_snapshot() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    let tars = vec![one_file_layer("a", b"1"), one_file_layer("b", b"2")];
+    let pushed = reg.push("app", "v1", &tars);
+    // Layer 2's blob is replaced by other bytes of the same length.
+    let mut wrong = pushed.blobs[1].clone();
+    let last = wrong.len() - 1;
+    wrong[last] ^= 0xff;
+    reg.set(
+        &FakeRegistry::blob_path("app", &pushed.layer_digests[1]),
+        Reply::Body {
+            content_type: LAYER_GZIP.into(),
+            body: wrong.into(),
+        },
+    );
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let reference: Reference = format!("{}/app:v1", reg.addr).parse().unwrap();
+    let err = pull(
+        store.clone(),
+        &reference,
+        &options(),
+        Arc::new(Recorder::default()),
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        PullError::Layer {
+            index: 2,
+            count: 2,
+            digest,
+            source: LayerError::Unpack(UnpackError::Blob(_)),
+        } => assert_eq!(digest.to_string(), pushed.layer_digests[1]),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        store
+            .list()
+            .unwrap()
+            .iter()
+            .all(|i| i.kind == rdpull_snapshot::Kind::Committed),
+        "active snapshot left behind"
+    );
+    assert!(store.image(&reference.to_string()).is_err());
+}

@@ -1,0 +1,88 @@
+//! End to end against the real Docker distribution registry of `../shared/testbed`: the
+//! trees rdpull unpacks are compared with umoci's listings (`$TESTBED_DIR/expected`), or,
+//! for images the testbed writes no listing of, with listings derived here from the
+//! images' definitions in `make-images` / `mkmulti.py`. Needs root, python3 and apt.
+//!
+//! Every test needs root (overlay whiteouts are devices, layers set owners) and the
+//! testbed's registry, which `setup` starts; as non-root each test says it is skipped.
+//! Themes: [`conformance`] (trees equal umoci's, hostile images stay inside),
+//! [`registry_access`] (auth, credentials, hosts.toml, TLS, proxies), [`resume`] (a
+//! killed big pull resumes).
+// A test is one scenario, steps and assertions in order; splitting it would hide it.
+#![allow(clippy::too_many_lines)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod conformance;
+mod registry_access;
+mod resume;
+
+use common::{fails, ok, rdpull, snapshots, stdout, testbed, testbed_dir, tree_manifest};
+use rdpull_testkit::skip_unless_root;
+use sha2::{Digest as _, Sha256};
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+const REG: &str = "127.0.0.1:5000";
+
+/// Held by the tests that fetch from the `debian` repository, so that counting its blob
+/// requests in the registry's access log is exact.
+static DEBIAN_REPO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Start the registry and build the images once per test binary (both are idempotent).
+fn setup() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        rdpull_testkit::testbed::run("registry-up", &[]);
+        rdpull_testkit::testbed::run(
+            "make-images",
+            &["debian", "variants", "multi", "multiarch", "evil", "edge"],
+        );
+        // The pull-through cache (:5446) and the client-certificate registry (:5447).
+        let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-extra");
+        let st = Command::new("bash")
+            .arg(extra)
+            .env("RDPULL_TESTBED", testbed())
+            .status()
+            .unwrap();
+        assert!(st.success(), "scripts/testbed-extra failed");
+    });
+}
+
+fn expected(name: &str) -> String {
+    std::fs::read_to_string(testbed_dir().join("expected").join(format!("{name}.tsv"))).unwrap()
+}
+
+/// `rdpull unpack` IMAGE into a fresh store; returns the tree-manifest listing.
+fn unpack(image: &str, extra: &[&str]) -> String {
+    setup();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rootfs");
+    let mut args = extra.to_vec();
+    let reference = format!("{REG}/{image}");
+    args.extend(["unpack", &reference, dir.to_str().unwrap()]);
+    ok(rdpull(&t.path().join("store"), &args));
+    tree_manifest(&dir)
+}
+
+fn assert_same(got: &str, want: &str, what: &str) {
+    if got != want {
+        let g: Vec<&str> = got.lines().collect();
+        let w: Vec<&str> = want.lines().collect();
+        let only_got: Vec<&&str> = g.iter().filter(|l| !w.contains(l)).take(10).collect();
+        let only_want: Vec<&&str> = w.iter().filter(|l| !g.contains(l)).take(10).collect();
+        panic!("{what}: trees differ\nonly rdpull: {only_got:#?}\nonly expected: {only_want:#?}");
+    }
+}
+
+/// Access-log lines of a registry log after the first `from`.
+fn log_since(log: &Path, from: usize) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .skip(from)
+        .map(String::from)
+        .collect()
+}
