@@ -1,6 +1,8 @@
 //! The pipeline driven in-process, as `rdpull run` and the containerd proxy will drive it:
 //! a pull through the library against the in-process registry, with a recording
 //! [`Reporter`]. Needs root (unpacking sets owners); as non-root each test is skipped.
+// A test is one scenario, steps and assertions in order; splitting it would hide it.
+#![allow(clippy::too_many_lines)]
 
 use std::sync::{Arc, Mutex};
 
