@@ -3,7 +3,7 @@
 //! The store lives on /dev/shm so the figure is the pipeline's own cost (network, hashing,
 //! decompression, tar application, commit) and not this VM's disk, whose ext4 (no
 //! journal) creates files slowly for minutes after a large delete, so back-to-back runs
-//! drift (README). `scripts/bench-compare` covers the on-disk pull next to the peer tools.
+//! drift (docs/performance.md). `scripts/bench-compare` covers the on-disk pull next to the peer tools.
 //!
 //!     cargo bench --bench pull
 

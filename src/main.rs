@@ -19,9 +19,8 @@ use rdpull_pipeline::{pull, pull_if_missing, unpack_to, Ensured};
 use rdpull_snapshot::Store;
 
 use crate::cli::{with_default_command, Cli, Command};
+use crate::options::BoxError;
 use crate::progress::Progress;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
     // Errors reach the user as one line from main; libraries' own logging stays quiet

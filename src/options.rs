@@ -6,7 +6,9 @@ use rdpull_fetch::{ChunkPolicy, ClientOptions, Credentials, Platform};
 use rdpull_pipeline::PullOptions;
 
 use crate::cli::Global;
-use crate::BoxError;
+
+/// Any error, for the CLI's one-line report.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The pull options the flags ask for.
 pub(crate) fn pull(g: &Global) -> Result<PullOptions, BoxError> {

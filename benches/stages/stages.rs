@@ -226,7 +226,7 @@ fn inflate(c: &mut Criterion) {
     g.finish();
 
     // What a layer's decoding thread does with each piece: inflate it, then hash it for the
-    // DiffID. This, not inflate alone, decided the backend (README, "Performance").
+    // DiffID. This, not inflate alone, decided the backend (docs/performance.md).
     let mut g = c.benchmark_group("inflate + sha256 debian layer");
     g.sample_size(10)
         .throughput(Throughput::Bytes(out_len as u64));

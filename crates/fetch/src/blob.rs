@@ -75,8 +75,8 @@ impl StreamBudget {
 
 /// Pieces between the download task and its consumer. A piece of a streamed body is a
 /// slice of hyper's read buffer (up to 408 KiB) and keeps all of it alive, so queued
-/// pieces weigh more than their length: 8 instead of 32 took big:latest's peak RSS from
-/// 188-213 MiB to 153-164 MiB at the same speed (README, "Performance").
+/// pieces weigh more than their length: this bounds a blob's memory as much as the
+/// chunk budget does (docs/performance.md).
 const CHANNEL_CHUNKS: usize = 8;
 /// Largest piece sent down the channel: the channel bounds pieces, not bytes, so a
 /// prefetched chunk goes on in slices (which share its buffer, no copy).

@@ -127,9 +127,8 @@ impl Default for ChunkPolicy {
     fn default() -> Self {
         ChunkPolicy {
             min_size: 32 << 20,
-            // 16 MiB: the registry spends milliseconds of CPU per request. Pulling
-            // big:latest from the loopback one, 4 MiB chunks cost it 0.6 s more CPU
-            // and the pull 6-10% more time (README, "Performance").
+            // Large: a registry spends milliseconds of CPU per request, which a pull from
+            // a registry on the same machine pays for (docs/performance.md).
             chunk_size: 16 << 20,
             window: 4,
             // Four chunks: memory stays bounded however many layers are chunked at once.

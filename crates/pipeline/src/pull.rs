@@ -31,8 +31,9 @@ use crate::report::{LayerState, Reporter};
 
 /// Image configs are small; this only stops a hostile registry from making us buffer.
 const MAX_CONFIG_SIZE: u64 = 16 << 20;
-/// How often the store's filesystem is written back while layers unpack (measured:
-/// docs/performance.md, "Writeback while unpacking").
+/// How often the store's filesystem is written back while layers unpack: often enough
+/// that a commit's `syncfs` finds little left, rarely enough to leave the CPU to the
+/// unpack (measured: docs/performance.md).
 const WRITEBACK_INTERVAL: Duration = Duration::from_millis(1000);
 /// Label recording which blob a layer snapshot was unpacked from.
 const LAYER_DIGEST_LABEL: &str = "rdpull.io/layer.digest";

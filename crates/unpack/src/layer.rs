@@ -15,8 +15,7 @@ use crate::pipe::{pipe, PumpError};
 /// Read-ahead between the compressed hash and the decompressor.
 const INPUT_BUF: usize = 256 << 10;
 /// Decompressed buffers in flight between the two threads of a layer, and their size:
-/// 1 MiB per layer. Measured on debian:bookworm (store on tmpfs, 8 alternating runs):
-/// 64 KiB x 4 was 6% slower; 256 KiB x 16 and 1 MiB x 2 were within 3%, for more memory.
+/// 1 MiB per layer, the smallest that keeps both threads busy (docs/performance.md).
 const PIPE_DEPTH: usize = 4;
 const PIPE_BUFFER: usize = 256 << 10;
 
@@ -87,7 +86,7 @@ pub fn unpack_layer<R: Read>(
 
     // Two threads per layer: this one hashes the blob, decompresses and hashes the tar
     // stream; the other applies it. In series they were one core's work, and the split
-    // that balances them best was measured (README, "Performance").
+    // that balances them best was measured (docs/performance.md).
     let mut tar = HashingReader::new(decoder, layer.diff_id.algorithm());
     let (writer, mut reader) = pipe(PIPE_DEPTH, PIPE_BUFFER);
     let (pumped, applied) = std::thread::scope(|s| {
