@@ -9,6 +9,8 @@
 //!
 //!     scripts/build-deps && cargo bench -p rdpull-stage-bench
 
+mod c_backends;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -16,6 +18,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rdpull_testkit::{testbed, Tar};
 use rdpull_unpack::{Compression, Decoder};
 use sha2::Digest as _;
+
+use c_backends::{igzip_gunzip, zlib_ng_gunzip};
 
 /// The single layer blob of `image` on the testbed registry, cached under target/.
 fn layer_blob(image: &str) -> Vec<u8> {
@@ -73,90 +77,6 @@ fn drain_into(r: &mut impl std::io::Read, mut each: impl FnMut(&[u8])) -> usize 
             }
         }
     }
-}
-
-/// ISA-L's igzip through isal-sys: one gzip member inflated into `out` piece by piece,
-/// each piece handed to `each`. Returns the bytes produced.
-fn igzip_gunzip(gz: &[u8], out: &mut [u8], mut each: impl FnMut(&[u8])) -> usize {
-    use isal_sys::igzip_lib as isal;
-    let mut state = Box::<isal::inflate_state>::new_uninit();
-    // SAFETY: isal_inflate_init initialises the whole state.
-    let mut state = unsafe {
-        isal::isal_inflate_init(state.as_mut_ptr());
-        state.assume_init()
-    };
-    state.crc_flag = isal::IGZIP_GZIP;
-    state.next_in = gz.as_ptr().cast_mut();
-    state.avail_in = gz.len() as u32;
-    let mut total = 0;
-    loop {
-        state.next_out = out.as_mut_ptr();
-        state.avail_out = out.len() as u32;
-        // SAFETY: next_in/next_out describe live buffers of the stated lengths.
-        assert_eq!(unsafe { isal::isal_inflate(&mut *state) }, 0);
-        let n = out.len() - state.avail_out as usize;
-        each(&out[..n]);
-        total += n;
-        if state.block_state == isal::isal_block_state_ISAL_BLOCK_FINISH {
-            return total;
-        }
-    }
-}
-
-/// zlib-ng through its native API (libz-ng-sys): gzip members inflated into `out` piece by
-/// piece, as `drain` does for the streaming readers. Returns the bytes produced.
-fn zlib_ng_gunzip(gz: &[u8], out: &mut [u8]) -> usize {
-    use libz_ng_sys as z;
-    use std::ptr::null_mut;
-    unsafe extern "C" fn zalloc(_: z::voidpf, items: z::uInt, size: z::uInt) -> z::voidpf {
-        // SAFETY: plain C allocation, freed by `zfree`.
-        unsafe { libc::calloc(items as usize, size as usize) }
-    }
-    unsafe extern "C" fn zfree(_: z::voidpf, p: z::voidpf) {
-        // SAFETY: `p` came from `zalloc`.
-        unsafe { libc::free(p) }
-    }
-    let mut s = z::z_stream {
-        next_in: gz.as_ptr().cast_mut(),
-        avail_in: gz.len() as z::uInt,
-        total_in: 0,
-        next_out: null_mut(),
-        avail_out: 0,
-        total_out: 0,
-        msg: null_mut(),
-        state: null_mut(),
-        zalloc,
-        zfree,
-        opaque: null_mut(),
-        data_type: 0,
-        adler: 0,
-        reserved: 0,
-    };
-    let size = std::mem::size_of::<z::z_stream>() as i32;
-    // SAFETY: `s` is a valid stream; 15 + 16 selects the gzip wrapper.
-    let ret = unsafe { z::inflateInit2_(&mut s, 15 + 16, z::zlibVersion(), size) };
-    assert_eq!(ret, z::Z_OK);
-    let mut total = 0;
-    loop {
-        s.next_out = out.as_mut_ptr();
-        s.avail_out = out.len() as z::uInt;
-        // SAFETY: next_in/next_out describe live buffers of the stated lengths.
-        let ret = unsafe { z::inflate(&mut s, z::Z_NO_FLUSH) };
-        total += out.len() - s.avail_out as usize;
-        match ret {
-            z::Z_OK => {}
-            // Another member may follow, as in a multi-member layer.
-            z::Z_STREAM_END if s.avail_in > 0 => {
-                // SAFETY: the stream is initialised.
-                assert_eq!(unsafe { z::inflateReset(&mut s) }, z::Z_OK)
-            }
-            z::Z_STREAM_END => break,
-            other => panic!("zlib-ng inflate: {other}"),
-        }
-    }
-    // SAFETY: initialised above.
-    unsafe { z::inflateEnd(&mut s) };
-    total
 }
 
 /// The raw deflate stream of a single-member gzip file (RFC 1952 header skipped).
@@ -290,26 +210,24 @@ fn tar_apply(c: &mut Criterion) {
             } else {
                 Throughput::Bytes(tar.len() as u64)
             });
-            {
-                let options = rdpull_unpack::ApplyOptions::default();
-                g.bench_with_input(BenchmarkId::new("applying thread", name), tar, |b, tar| {
-                    // Trees are removed only after the group: on this VM's ext4 (no
-                    // journal) creating files right after a large delete is several
-                    // times slower, which would measure the previous iteration's rm.
-                    b.iter_custom(|iters| {
-                        let mut took = std::time::Duration::ZERO;
-                        for _ in 0..iters {
-                            let dir = tempfile::tempdir_in(base).unwrap();
-                            let start = std::time::Instant::now();
-                            let mut r = &tar[..];
-                            rdpull_unpack::apply_tar(&mut r, dir.path(), &options).unwrap();
-                            took += start.elapsed();
-                            kept.push(dir);
-                        }
-                        took
-                    })
-                });
-            }
+            let options = rdpull_unpack::ApplyOptions::default();
+            g.bench_with_input(BenchmarkId::new("applying thread", name), tar, |b, tar| {
+                // Trees are removed only after the group: on this VM's ext4 (no
+                // journal) creating files right after a large delete is several
+                // times slower, which would measure the previous iteration's rm.
+                b.iter_custom(|iters| {
+                    let mut took = std::time::Duration::ZERO;
+                    for _ in 0..iters {
+                        let dir = tempfile::tempdir_in(base).unwrap();
+                        let start = std::time::Instant::now();
+                        let mut r = &tar[..];
+                        rdpull_unpack::apply_tar(&mut r, dir.path(), &options).unwrap();
+                        took += start.elapsed();
+                        kept.push(dir);
+                    }
+                    took
+                })
+            });
         }
         g.finish();
         drop(kept);

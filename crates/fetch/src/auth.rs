@@ -9,6 +9,7 @@ use base64::Engine as _;
 /// What a user authenticates with: a password, or an identity (refresh) token as
 /// `docker login` stores for OAuth2 registries.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Secret {
     Password(String),
     IdentityToken(String),

@@ -60,6 +60,7 @@ impl Default for RetryPolicy {
 
 /// Whether a failed request is worth another try, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Retry {
     /// The failure will not go away by asking again.
     Never,
@@ -139,6 +140,7 @@ impl Default for ChunkPolicy {
 
 /// What an endpoint may be used for (containerd's host capabilities).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Capability {
     /// Fetch content by digest (blobs, manifests by digest).
     Pull,

@@ -93,6 +93,7 @@ pub async fn pull(
 
 /// An image made available by [`pull_if_missing`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Ensured {
     /// The store had it for the platform asked for; nothing was fetched.
     Present(ImageRecord),

@@ -21,6 +21,7 @@ use crate::fsutil::{now_ns, remove_dir, sync_dir};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Kind {
     Active,
     View,

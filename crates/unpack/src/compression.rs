@@ -5,6 +5,7 @@ use std::io::{self, BufRead, Read};
 use crate::error::UnpackError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Compression {
     None,
     Gzip,
@@ -40,6 +41,7 @@ impl Compression {
 }
 
 /// A decompressing reader that can hand back its input (to finish hashing it).
+#[non_exhaustive]
 pub enum Decoder<R: BufRead> {
     Plain(R),
     // Multi-member, as Go's gzip reader (containerd, Docker) reads layers.

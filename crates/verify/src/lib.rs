@@ -15,6 +15,7 @@ use sha2::Digest as _;
 
 /// A digest algorithm rdpull can verify.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Algorithm {
     Sha256,
     Sha512,
@@ -145,6 +146,7 @@ impl<'de> serde::Deserialize<'de> for Digest {
 
 /// An incremental hash for one [`Algorithm`].
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum Hasher {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),
@@ -169,13 +171,18 @@ impl Hasher {
 
 /// What a verification found wrong.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
+    /// The content hashes to another digest.
     #[error("digest mismatch: expected {expected}, got {actual}")]
     Mismatch { expected: Digest, actual: Digest },
+    /// The content has another length than declared.
     #[error("size mismatch: expected {expected} bytes, got {actual}")]
     Size { expected: u64, actual: u64 },
+    /// The stream offered more than its declared size (reading stopped there).
     #[error("more than the declared {limit} bytes")]
     TooLong { limit: u64 },
+    /// A digest string that is not `algorithm:hex` of a supported algorithm.
     #[error("invalid digest {digest:?}: {why}")]
     InvalidDigest { digest: String, why: String },
 }
