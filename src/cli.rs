@@ -19,7 +19,9 @@ pub(crate) struct Cli {
     pub(crate) global: Global,
 }
 
-const COMMANDS: &[&str] = &["pull", "unpack", "images", "help"];
+const COMMANDS: &[&str] = &[
+    "pull", "unpack", "images", "rmi", "prune", "inspect", "history", "help",
+];
 
 /// `rdpull [OPTIONS] IMAGE` means `rdpull [OPTIONS] pull IMAGE`, as the design's
 /// `rdpull --parallel 16 centos:latest`.
@@ -106,7 +108,7 @@ pub(crate) struct Global {
     /// Bytes that prefetched chunks, of all layers together, may hold at once.
     #[arg(long, global = true, default_value_t = ChunkPolicy::default().memory)]
     pub(crate) chunk_memory: u64,
-    /// Print only the image reference.
+    /// Print only the image reference (pull, unpack) or manifest digests (images).
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,
 }
@@ -117,8 +119,41 @@ pub(crate) enum Command {
     Pull { image: String },
     /// Write an image's root filesystem to DIR (a new directory), pulling it if needed.
     Unpack { image: String, dir: PathBuf },
-    /// List pulled images.
-    Images,
+    /// List pulled images (with -q, their manifest digests only).
+    Images {
+        /// `table` (default) or `json` (one object per line).
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Remove images by name or manifest digest; their layers go at the next `prune`.
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Remove every name of a digest that has several.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Remove the layers and blobs no image uses, and what interrupted pulls left.
+    Prune,
+    /// Show images as JSON: manifest, platform, config, and per layer its snapshot.
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show how an image was built, newest step first, as `docker history` does.
+    History {
+        image: String,
+        /// Do not shorten the CREATED BY column.
+        #[arg(long)]
+        no_trunc: bool,
+    },
+}
+
+/// How `images` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ListFormat {
+    Table,
+    Json,
 }
 
 #[cfg(test)]

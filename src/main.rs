@@ -9,16 +9,18 @@
 mod cli;
 mod options;
 mod progress;
+mod render;
 
+use std::io::stdout;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 use rdpull_fetch::Reference;
-use rdpull_pipeline::{pull, pull_if_missing, unpack_to, Ensured};
+use rdpull_pipeline::{find_images, pull, pull_if_missing, unpack_to, Ensured};
 use rdpull_snapshot::Store;
 
-use crate::cli::{with_default_command, Cli, Command};
+use crate::cli::{with_default_command, Cli, Command, ListFormat};
 use crate::options::BoxError;
 use crate::progress::Progress;
 
@@ -44,6 +46,46 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e.as_ref()),
+    }
+}
+
+/// `inspect`: every image each argument names, as one JSON array.
+fn inspect(store: &Store, args: &[String]) -> Result<(), BoxError> {
+    let mut details = Vec::new();
+    for arg in args {
+        for image in find_images(store, arg)? {
+            details.push(store.inspect(&image)?);
+        }
+    }
+    shown(render::inspect(&mut stdout(), &details))
+}
+
+/// A closed stdout (`rdpull images | head`) ends the listing quietly, as for other tools.
+fn shown(written: std::io::Result<()>) -> Result<(), BoxError> {
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `rmi`: every argument is tried; each failure is one line, and any makes the exit 1.
+fn remove_images(store: &Store, args: &[String], force: bool) -> Result<(), BoxError> {
+    let mut failed = 0;
+    for arg in args {
+        match rdpull_pipeline::remove_images(store, arg, force) {
+            Ok(removed) => removed
+                .iter()
+                .for_each(|i| println!("Untagged: {}", i.name)),
+            Err(e) if args.len() == 1 => return Err(e.into()),
+            Err(e) => {
+                fail(&e);
+                failed += 1;
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        n => Err(format!("{n} of {} images not removed", args.len()).into()),
     }
 }
 
@@ -87,20 +129,21 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 );
             }
         }
-        Command::Images => {
-            println!(
-                "{:<50} {:<73} {:>10} {:>6}",
-                "REF", "MANIFEST DIGEST", "SIZE", "LAYERS"
-            );
-            for i in store.images()? {
-                println!(
-                    "{:<50} {:<73} {:>10} {:>6}",
-                    i.name,
-                    i.manifest_digest.to_string(),
-                    i.size(),
-                    i.layers.len()
-                );
-            }
+        Command::Images { format } => {
+            let json = format == ListFormat::Json;
+            shown(render::images(
+                &mut stdout(),
+                &store.images()?,
+                g.quiet,
+                json,
+            ))?;
+        }
+        Command::Rmi { images, force } => return remove_images(&store, &images, force),
+        Command::Prune => shown(render::prune(&mut stdout(), &store.prune()?))?,
+        Command::Inspect { images } => inspect(&store, &images)?,
+        Command::History { image, no_trunc } => {
+            let details = store.inspect(&find_images(&store, &image)?[0])?;
+            shown(render::history(&mut stdout(), &details, no_trunc))?;
         }
     }
     Ok(())

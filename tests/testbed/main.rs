@@ -7,7 +7,7 @@
 //! testbed's registry, which `setup` starts; as non-root each test says it is skipped.
 //! Themes: [`conformance`] (trees equal umoci's, hostile images stay inside),
 //! [`registry_access`] (auth, credentials, hosts.toml, TLS, proxies), [`resume`] (a
-//! killed big pull resumes).
+//! killed big pull resumes), [`lifecycle`] (images, inspect, history, rmi, prune).
 // A test is one scenario, steps and assertions in order; splitting it would hide it.
 #![allow(clippy::too_many_lines)]
 
@@ -15,6 +15,7 @@
 mod common;
 
 mod conformance;
+mod lifecycle;
 mod registry_access;
 mod resume;
 

@@ -6,7 +6,8 @@
 //! a task that streams its blob through the unpacker into an active snapshot, layers
 //! commit strictly in chain order, and the image is recorded last. Progress goes to a
 //! [`Reporter`], so a terminal, a daemon's log and a test each see the same events.
-//! [`unpack_to`] flattens a pulled image into a plain directory.
+//! [`unpack_to`] flattens a pulled image into a plain directory; [`find_images`] and
+//! [`remove_images`] name stored images as a user does, by reference or digest.
 //!
 //! It does not speak HTTP (`rdpull-fetch`), hash (`rdpull-verify`), write layer files
 //! (`rdpull-unpack`) or keep metadata (`rdpull-snapshot`); it wires them, and it never
@@ -14,12 +15,13 @@
 
 mod error;
 mod layer;
-mod owner;
+mod local;
 mod pull;
 mod report;
 mod rootfs;
 
 pub use error::{ConfigError, LayerError, PullError};
+pub use local::{find_images, remove_images, LocalError};
 pub use pull::{pull, pull_if_missing, Ensured, PullOptions, PullOutcome};
 pub use report::{LayerState, NoReport, Reporter};
 pub use rootfs::unpack_to;

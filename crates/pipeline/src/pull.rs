@@ -1,5 +1,6 @@
 //! [`pull`]: one image into the store, step by step.
 //!
+//! 0. A lease on the store, so that a concurrent `prune` waits for this pull.
 //! 1. [`remove_stale`]: active snapshots of pulls whose process is gone are removed.
 //! 2. [`Source::resolve`]: connect, resolve the reference to a manifest, fetch the config,
 //!    derive the ChainIDs.
@@ -26,8 +27,8 @@ use tokio::task::JoinSet;
 
 use crate::error::{ConfigError, PullError};
 use crate::layer::LayerJob;
-use crate::owner::{owner_alive, owner_label, OWNER_LABEL};
 use crate::report::{LayerState, Reporter};
+use rdpull_snapshot::owner::{owner_gone, owner_label, OWNER_LABEL};
 
 /// Image configs are small; this only stops a hostile registry from making us buffer.
 const MAX_CONFIG_SIZE: u64 = 16 << 20;
@@ -69,6 +70,9 @@ pub async fn pull(
     reporter: Arc<dyn Reporter>,
 ) -> Result<PullOutcome, PullError> {
     let t0 = Instant::now();
+    // Held until the image is recorded: `prune` waits for it and cannot take a layer
+    // this pull found present.
+    let _lease = store.lease()?;
     remove_stale(&store)?;
     let source = Source::resolve(reference, options, t0).await?;
     reporter.started(reference, &source.image.layers);
@@ -129,8 +133,7 @@ pub async fn pull_if_missing(
 
 /// Remove the active snapshots left by pulls whose process has died.
 fn remove_stale(store: &Store) -> Result<(), PullError> {
-    let removed =
-        store.remove_stale(|i| i.labels.get(OWNER_LABEL).is_some_and(|o| !owner_alive(o)))?;
+    let removed = store.remove_stale(owner_gone)?;
     if !removed.is_empty() {
         tracing::info!(
             "removed {} snapshot(s) left by interrupted pulls",

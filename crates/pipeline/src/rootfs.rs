@@ -36,6 +36,7 @@ pub fn unpack_to(
         name.to_string_lossy(),
         std::process::id()
     ));
+    let _lease = store.lease()?;
     std::fs::create_dir(&tmp).map_err(|e| fail("create", e))?;
     let result = flatten_into(store, image, &tmp).and_then(|stats| {
         std::fs::rename(&tmp, dest)

@@ -26,3 +26,27 @@ pub(crate) fn now_ns() -> u128 {
         .map(|d| d.as_nanos())
         .unwrap_or(0)
 }
+
+/// Bytes allocated to `path` and everything below it, hard links counted once, symlinks
+/// not followed; what cannot be read counts as nothing.
+pub(crate) fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
+            continue;
+        }
+        total += md.blocks() * 512;
+        if md.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&p) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
+}

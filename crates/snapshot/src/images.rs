@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use rdpull_verify::Digest;
 
 use crate::error::{io_err, StoreError};
-use crate::fsutil::{now_ns, sync_dir};
-use crate::record::ImageRecord;
+use crate::fsutil::{disk_usage, now_ns, sync_dir};
+use crate::record::{ImageDetails, ImageRecord, LayerDetails};
 use crate::store::{Kind, Store};
 
 impl Store {
@@ -42,6 +42,61 @@ impl Store {
 
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         Ok(self.lock()?.meta.images.values().cloned().collect())
+    }
+
+    /// The images whose manifest (or the index a reference named) has this digest.
+    pub fn images_with_digest(&self, digest: &Digest) -> Result<Vec<ImageRecord>, StoreError> {
+        Ok(self
+            .images()?
+            .into_iter()
+            .filter(|i| i.manifest_digest == *digest || i.target_digest == *digest)
+            .collect())
+    }
+
+    /// Forget the image record `name`. Its snapshots and blobs stay until
+    /// [`Store::prune`].
+    pub fn remove_image(&self, name: &str) -> Result<ImageRecord, StoreError> {
+        let mut l = self.lock()?;
+        let record = l
+            .meta
+            .images
+            .remove(name)
+            .ok_or_else(|| StoreError::ImageNotFound(name.into()))?;
+        l.save()?;
+        Ok(record)
+    }
+
+    /// Everything the store knows of an image: its record, its config, and per layer the
+    /// snapshot that holds it and the space that takes.
+    pub fn inspect(&self, image: &ImageRecord) -> Result<ImageDetails, StoreError> {
+        let config_bytes = self.blob(&image.config_digest)?;
+        let config =
+            serde_json::from_slice(&config_bytes).map_err(|source| StoreError::Corrupt {
+                path: self.blob_path(&image.config_digest).display().to_string(),
+                source,
+            })?;
+        let mut layers = Vec::with_capacity(image.layers.len());
+        for (layer, chain_id) in image.layers.iter().zip(&image.chain) {
+            let dir = self.fs_path(&self.stat(&chain_id.to_string())?);
+            layers.push(LayerDetails {
+                digest: layer.digest.clone(),
+                size: layer.size,
+                media_type: layer.media_type.clone(),
+                diff_id: layer.diff_id.clone(),
+                chain_id: chain_id.to_string(),
+                unpacked_size: disk_usage(&dir),
+                snapshot_dir: dir,
+            });
+        }
+        Ok(ImageDetails {
+            name: image.name.clone(),
+            target_digest: image.target_digest.clone(),
+            manifest_digest: image.manifest_digest.clone(),
+            config_digest: image.config_digest.clone(),
+            platform: image.platform.clone(),
+            config,
+            layers,
+        })
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {

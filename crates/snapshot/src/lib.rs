@@ -5,14 +5,18 @@
 //! view, commit, remove, mounts), addressed by [`ChainId`] for committed layers so that a
 //! layer already present is never fetched again; image records ([`ImageRecord`]); a small
 //! content store for manifests and configs; and [`flatten`], which turns a chain of
-//! overlay-format snapshot directories into one plain rootfs. It does not fetch or unpack
+//! overlay-format snapshot directories into one plain rootfs; and the lifecycle of what
+//! it holds: removing image records, [`Store::prune`] of what no image or running pull
+//! (holding a [`Lease`]) uses, and [`Store::inspect`]. It does not fetch or unpack
 //! layers; it gives the unpacker a directory and commits it when told to.
 
 mod chain;
 mod error;
 mod flatten;
 mod fsutil;
+mod gc;
 mod images;
+pub mod owner;
 mod record;
 mod store;
 mod writeback;
@@ -20,6 +24,7 @@ mod writeback;
 pub use chain::ChainId;
 pub use error::StoreError;
 pub use flatten::{flatten, FlattenStats};
-pub use record::{ImageRecord, LayerRecord};
+pub use gc::{Lease, PruneReport};
+pub use record::{HistoryEntry, ImageDetails, ImageRecord, LayerDetails, LayerRecord};
 pub use store::{Info, Kind, Mount, Store};
 pub use writeback::Writeback;

@@ -1,18 +1,29 @@
-//! Which process owns an active snapshot, so that a later pull can remove the snapshots
-//! of one that died.
+//! Which process owns an active snapshot, so that a later pull, or `prune`, can remove
+//! the snapshots of one that died.
+
+use crate::store::{Info, Kind};
 
 /// Label naming the process that owns an active snapshot (`pid:starttime`).
-pub(crate) const OWNER_LABEL: &str = "rdpull.io/owner";
+pub const OWNER_LABEL: &str = "rdpull.io/owner";
 
 /// `pid:starttime` of this process: a pid alone can be reused after a crash.
-pub(crate) fn owner_label() -> String {
+pub fn owner_label() -> String {
     let pid = std::process::id();
     format!("{pid}:{}", start_time(pid).unwrap_or_default())
 }
 
+/// Is `info` an active or view snapshot whose owner process is gone?
+pub fn owner_gone(info: &Info) -> bool {
+    info.kind != Kind::Committed
+        && info
+            .labels
+            .get(OWNER_LABEL)
+            .is_some_and(|o| !owner_alive(o))
+}
+
 /// Is the process an owner label names still running (the same process, not a reuse of
 /// its pid)?
-pub(crate) fn owner_alive(owner: &str) -> bool {
+pub fn owner_alive(owner: &str) -> bool {
     let Some((pid, start)) = owner.split_once(':') else {
         return false;
     };
