@@ -10,6 +10,7 @@ mod cli;
 mod options;
 mod progress;
 mod render;
+mod signals;
 
 use std::io::stdout;
 use std::process::ExitCode;
@@ -17,12 +18,14 @@ use std::sync::Arc;
 
 use clap::Parser;
 use rdpull_fetch::Reference;
-use rdpull_pipeline::{find_images, pull, pull_if_missing, unpack_to, Ensured};
+use rdpull_pipeline::{find_images, pull, pull_if_missing, unpack_to, Ensured, PullError};
 use rdpull_snapshot::Store;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::{with_default_command, Cli, Command, ListFormat};
 use crate::options::BoxError;
 use crate::progress::Progress;
+use crate::signals::Signals;
 
 fn main() -> ExitCode {
     // Errors reach the user as one line from main; libraries' own logging stays quiet
@@ -43,9 +46,23 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&e),
     };
-    match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e.as_ref()),
+    let (result, signal) = rt.block_on(async {
+        let signals = match Signals::watch() {
+            Ok(s) => s,
+            Err(e) => return (Err(e.into()), None),
+        };
+        (run(cli, &signals.cancel).await, signals.received())
+    });
+    match (result, signal) {
+        (Ok(()), _) => ExitCode::SUCCESS,
+        (Err(e), Some(number)) if matches!(e.downcast_ref(), Some(PullError::Interrupted)) => {
+            eprintln!(
+                "rdpull: interrupted by {}: what was committed is kept, the rest removed",
+                signals::name(number)
+            );
+            ExitCode::from(128 + number as u8)
+        }
+        (Err(e), _) => fail(e.as_ref()),
     }
 }
 
@@ -96,7 +113,7 @@ fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(cli: Cli) -> Result<(), BoxError> {
+async fn run(cli: Cli, cancel: &CancellationToken) -> Result<(), BoxError> {
     let (g, command) = (cli.global, cli.command);
     options::raise_fd_limit();
     let store = Arc::new(Store::open(&g.root)?);
@@ -104,23 +121,24 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Pull { image } => {
             let reference: Reference = image.parse()?;
             let progress = Arc::new(Progress::new(g.quiet));
-            let outcome = pull(store, &reference, &options::pull(&g)?, progress.clone()).await?;
+            let opts = options::pull(&g, cancel)?;
+            let outcome = pull(store, &reference, &opts, progress.clone()).await?;
             progress.finish(&reference, &outcome);
         }
         Command::Unpack { image, dir } => {
             let reference: Reference = image.parse()?;
             let progress = Arc::new(Progress::new(g.quiet));
-            let ensured = pull_if_missing(
-                store.clone(),
-                &reference,
-                &options::pull(&g)?,
-                progress.clone(),
-            )
-            .await?;
+            let opts = options::pull(&g, cancel)?;
+            let ensured =
+                pull_if_missing(store.clone(), &reference, &opts, progress.clone()).await?;
             if let Ensured::Pulled(outcome) = &ensured {
                 progress.finish(&reference, outcome);
             }
-            let stats = unpack_to(&store, ensured.image(), &dir)?;
+            // On a blocking thread, so that a signal can stop it between two entries.
+            let (image, dir2, cancel) = (ensured.image().clone(), dir.clone(), cancel.clone());
+            let stats =
+                tokio::task::spawn_blocking(move || unpack_to(&store, &image, &dir2, &cancel))
+                    .await??;
             if !g.quiet {
                 println!(
                     "Unpacked {reference} to {} ({} entries)",

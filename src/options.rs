@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rdpull_fetch::{ChunkPolicy, ClientOptions, Credentials, Platform};
 use rdpull_pipeline::PullOptions;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::Global;
 
@@ -11,7 +12,7 @@ use crate::cli::Global;
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The pull options the flags ask for.
-pub(crate) fn pull(g: &Global) -> Result<PullOptions, BoxError> {
+pub(crate) fn pull(g: &Global, cancel: &CancellationToken) -> Result<PullOptions, BoxError> {
     let platform = match &g.platform {
         Some(p) => p.parse()?,
         None => Platform::host(),
@@ -45,6 +46,7 @@ pub(crate) fn pull(g: &Global) -> Result<PullOptions, BoxError> {
             stall_timeout: Duration::from_secs(g.stall_timeout.max(1)),
             ..ClientOptions::default()
         },
+        cancel: cancel.clone(),
     })
 }
 

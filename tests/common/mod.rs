@@ -111,6 +111,15 @@ pub(crate) fn spawn(root: &Path, args: &[&str]) -> std::process::Child {
         .expect("start rdpull")
 }
 
+/// [`spawn`], with stderr kept for the test to read.
+pub(crate) fn spawn_capturing(root: &Path, args: &[&str]) -> std::process::Child {
+    command(root, args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start rdpull")
+}
+
 /// Poll `cond` every 20 ms; fail the test with `what` after `secs` seconds.
 pub(crate) fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let t0 = std::time::Instant::now();

@@ -207,3 +207,87 @@ fn killed_pull_keeps_committed_layers() {
         ]
     );
 }
+
+/// Send `signal` to a running rdpull.
+fn send(child: &std::process::Child, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+/// Wait for `child` to exit, at most `secs` seconds; its exit code and stderr.
+fn exit_within(child: std::process::Child, secs: u64) -> (Option<i32>, String) {
+    let t0 = std::time::Instant::now();
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed().as_secs() >= secs {
+            child.kill().unwrap();
+            panic!("rdpull did not exit within {secs} s of the signal");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sigint_and_sigterm_stop_a_pull_and_remove_what_it_had_not_committed() {
+    skip_unless_root!();
+    use rustix::process::Signal;
+    for (signal, code, name) in [(Signal::INT, 130, "SIGINT"), (Signal::TERM, 143, "SIGTERM")] {
+        let reg = FakeRegistry::start();
+        let tars = vec![one_file_layer("a", b"1"), one_file_layer("b", b"2")];
+        let p = reg.push("app", "v1", &tars);
+        stall_halfway(&reg, &p, 1);
+        let root = tempfile::tempdir().unwrap();
+        let image = format!("{}/app:v1", reg.addr);
+        let child = common::spawn_capturing(root.path(), &["--plain-http", "pull", &image]);
+        // The first layer's ChainID is its DiffID.
+        let first = vec![p.diff_ids[0].clone()];
+        common::wait_until("layer 1 committed, layer 2 active", 30, || {
+            let (committed, active) = snapshots(root.path());
+            committed == first && active.len() == 1
+        });
+        send(&child, signal);
+        let (status, stderr) = exit_within(child, 10);
+        assert_eq!(status, Some(code), "{name}: {stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!("rdpull: interrupted by {name}: what was committed is kept, the rest removed")
+        );
+        assert_eq!(snapshots(root.path()), (first, vec![]));
+        assert_clean(root.path());
+    }
+}
+
+#[test]
+fn sigint_stops_unpack_and_removes_the_partial_rootfs() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    let mut many = Tar::default();
+    for i in 0..40_000 {
+        many.file(&format!("d{}/f{i}", i % 100), b"x");
+    }
+    reg.push("app", "v1", &[many.finish()]);
+    let root = tempfile::tempdir().unwrap();
+    ok(pull(&reg, root.path(), "app:v1"));
+    let out = root.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let dest = out.join("rootfs");
+    let image = format!("{}/app:v1", reg.addr);
+    let child = common::spawn_capturing(root.path(), &["unpack", &image, dest.to_str().unwrap()]);
+    let hidden = out.join(format!(".rootfs.rdpull-{}", child.id()));
+    common::wait_until("the hidden rootfs has files", 30, || {
+        hidden.join("d0").exists()
+    });
+    send(&child, rustix::process::Signal::INT);
+    let (status, stderr) = exit_within(child, 10);
+    assert_eq!(status, Some(130), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "partial rootfs left"
+    );
+}

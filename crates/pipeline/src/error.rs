@@ -35,6 +35,10 @@ pub enum PullError {
     /// The layer stopped because another layer of the pull failed first.
     #[error("cancelled: another layer failed")]
     Cancelled,
+    /// The caller's cancellation token fired (a signal): the pull stopped, its active
+    /// snapshots are removed and the layers committed before it are kept.
+    #[error("interrupted")]
+    Interrupted,
     /// A layer's task panicked or was aborted: a bug, not an input problem.
     #[error("{what}: {source}")]
     Task {

@@ -24,6 +24,7 @@ use rdpull_snapshot::{ChainId, ImageRecord, LayerRecord, Store, StoreError, Writ
 use rdpull_verify::Digest;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{ConfigError, PullError};
 use crate::layer::LayerJob;
@@ -48,6 +49,9 @@ pub struct PullOptions {
     pub platform: Platform,
     /// Registry access: TLS, credentials, hosts.toml, retries, chunking.
     pub client: ClientOptions,
+    /// Cancelled from outside (a signal handler) to stop the pull: it cleans up and
+    /// returns [`PullError::Interrupted`].
+    pub cancel: CancellationToken,
 }
 
 /// What a pull did.
@@ -74,14 +78,17 @@ pub async fn pull(
     // this pull found present.
     let _lease = store.lease()?;
     remove_stale(&store)?;
-    let source = Source::resolve(reference, options, t0).await?;
+    let source = tokio::select! {
+        s = Source::resolve(reference, options, t0) => s?,
+        _ = options.cancel.cancelled() => return Err(PullError::Interrupted),
+    };
     reporter.started(reference, &source.image.layers);
     let present = find_present(&store, &source.chain, &*reporter)?;
     let fetched_layers = present.iter().filter(|p| !**p).count();
     if fetched_layers > 0 {
         let budget = StreamBudget::new(options.parallel, options.client.chunks.memory);
         let layers = Layers::new(store.clone(), &source, reporter, budget, t0);
-        layers.fetch(&present).await?;
+        layers.fetch(&present, &options.cancel).await?;
     }
     let previous = store.image(&reference.to_string()).ok();
     let image = record_image(&store, reference, &options.platform, &source)?;
@@ -256,13 +263,22 @@ impl<'a> Layers<'a> {
         }
     }
 
-    /// Fetch every layer not `present`, committing in chain order. On failure the other
-    /// layers are stopped and their active snapshots removed before the error returns.
-    async fn fetch(mut self, present: &[bool]) -> Result<(), PullError> {
+    /// Fetch every layer not `present`, committing in chain order. On failure, or when
+    /// `cancel` fires, the other layers are stopped and their active snapshots removed
+    /// before the error returns.
+    async fn fetch(
+        mut self,
+        present: &[bool],
+        cancel: &CancellationToken,
+    ) -> Result<(), PullError> {
         // Stopped when every layer has committed or the pull failed.
         let _writeback = Writeback::start(self.store.root(), WRITEBACK_INTERVAL);
         let outcome = match self.start_missing(present) {
-            Ok(()) => self.commit_in_order(present).await,
+            // Commits happen between awaits, so a cancelled pull stops between two.
+            Ok(()) => tokio::select! {
+                done = self.commit_in_order(present) => done,
+                _ = cancel.cancelled() => Err(PullError::Interrupted),
+            },
             Err(e) => Err(e),
         };
         if outcome.is_err() {

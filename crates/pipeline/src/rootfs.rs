@@ -4,15 +4,18 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rdpull_snapshot::{FlattenStats, ImageRecord, Store};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::PullError;
 
 /// Flatten an image's snapshots into `dest`, which must not exist (its parent must).
-/// Built in a hidden sibling and renamed into place, so `dest` appears whole or not at all.
+/// Built in a hidden sibling and renamed into place, so `dest` appears whole or not at all;
+/// when `cancel` fires, the sibling is removed and [`PullError::Interrupted`] returned.
 pub fn unpack_to(
     store: &Store,
     image: &ImageRecord,
     dest: &Path,
+    cancel: &CancellationToken,
 ) -> Result<FlattenStats, PullError> {
     let fail = |op: &'static str, source: io::Error| PullError::Rootfs {
         op,
@@ -38,7 +41,7 @@ pub fn unpack_to(
     ));
     let _lease = store.lease()?;
     std::fs::create_dir(&tmp).map_err(|e| fail("create", e))?;
-    let result = flatten_into(store, image, &tmp).and_then(|stats| {
+    let result = flatten_into(store, image, &tmp, cancel).and_then(|stats| {
         std::fs::rename(&tmp, dest)
             .map(|_| stats)
             .map_err(|e| fail("rename into", e))
@@ -49,11 +52,19 @@ pub fn unpack_to(
     result
 }
 
-fn flatten_into(store: &Store, image: &ImageRecord, dir: &Path) -> Result<FlattenStats, PullError> {
+fn flatten_into(
+    store: &Store,
+    image: &ImageRecord,
+    dir: &Path,
+    cancel: &CancellationToken,
+) -> Result<FlattenStats, PullError> {
     let layers = image
         .chain
         .iter()
         .map(|c| store.stat(&c.to_string()).map(|i| store.fs_path(&i)))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(rdpull_snapshot::flatten(&layers, dir)?)
+    match rdpull_snapshot::flatten_until(&layers, dir, &|| cancel.is_cancelled()) {
+        Err(_) if cancel.is_cancelled() => Err(PullError::Interrupted),
+        flattened => Ok(flattened?),
+    }
 }

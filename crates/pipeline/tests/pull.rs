@@ -15,6 +15,7 @@ use rdpull_snapshot::Store;
 use rdpull_testkit::registry::{one_file_layer, FakeRegistry, Reply, LAYER_GZIP};
 use rdpull_testkit::{listing, skip_unless_root};
 use rdpull_unpack::UnpackError;
+use tokio_util::sync::CancellationToken;
 
 /// Every event, in the order the pull reported it.
 #[derive(Default)]
@@ -71,6 +72,7 @@ fn options() -> PullOptions {
             docker_config: Some("/nonexistent/rdpull-tests".into()),
             ..ClientOptions::default()
         },
+        cancel: CancellationToken::new(),
     }
 }
 
@@ -141,7 +143,7 @@ async fn a_pull_through_the_library_reports_every_step_and_commits_the_chain() {
         .unwrap();
     assert!(matches!(ensured, Ensured::Present(_)));
     let dir = root.path().join("rootfs");
-    let stats = unpack_to(&store, ensured.image(), &dir).unwrap();
+    let stats = unpack_to(&store, ensured.image(), &dir, &CancellationToken::new()).unwrap();
     assert_eq!(stats.entries, 2);
     assert_eq!(listing(&dir), ["/a f 0644 0:0 1", "/b f 0644 0:0 22"]);
 }
@@ -192,4 +194,53 @@ async fn a_corrupt_layer_is_a_typed_error_and_leaves_no_active_snapshot() {
         "active snapshot left behind"
     );
     assert!(store.image(&reference.to_string()).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_pull_removes_its_active_snapshots_and_keeps_committed_layers() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    let tars = vec![one_file_layer("a", b"1"), one_file_layer("b", b"2")];
+    let pushed = reg.push("app", "v1", &tars);
+    // Layer 2 sends half its blob, then hangs.
+    reg.set(
+        &FakeRegistry::blob_path("app", &pushed.layer_digests[1]),
+        Reply::Stall {
+            body: pushed.blobs[1].clone(),
+            send: pushed.blobs[1].len() / 2,
+        },
+    );
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let reference: Reference = format!("{}/app:v1", reg.addr).parse().unwrap();
+    let opts = options();
+    let cancel = opts.cancel.clone();
+    let recorder = Arc::new(Recorder::default());
+    let pulling = tokio::spawn({
+        let (store, recorder) = (store.clone(), recorder.clone());
+        async move { pull(store, &reference, &opts, recorder).await }
+    });
+    // Cancel once layer 1 has committed and layer 2 is downloading.
+    let t0 = std::time::Instant::now();
+    while !recorder.states_of(0).iter().any(|s| s == "Pull complete") {
+        assert!(t0.elapsed().as_secs() < 30, "layer 1 never committed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), pulling)
+        .await
+        .expect("a cancelled pull must end promptly")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, PullError::Interrupted), "{err:?}");
+    let infos = store.list().unwrap();
+    assert_eq!(infos.len(), 1, "{infos:?}");
+    assert_eq!(infos[0].kind, rdpull_snapshot::Kind::Committed);
+    assert_eq!(
+        std::fs::read_dir(root.path().join("snapshots"))
+            .unwrap()
+            .count(),
+        1,
+        "the active snapshot's directory is left"
+    );
 }

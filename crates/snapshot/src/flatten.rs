@@ -45,6 +45,17 @@ fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
 /// Merge `layers` (bottom first, each an overlayfs-format directory) into the existing,
 /// empty directory `dest`.
 pub fn flatten(layers: &[impl AsRef<Path>], dest: &Path) -> Result<FlattenStats, StoreError> {
+    flatten_until(layers, dest, &|| false)
+}
+
+/// [`flatten`], checking `stop` before each entry: once it says true, flattening ends
+/// with an `Interrupted` I/O error and `dest` holds a partial tree for the caller to
+/// remove.
+pub fn flatten_until(
+    layers: &[impl AsRef<Path>],
+    dest: &Path,
+    stop: &dyn Fn() -> bool,
+) -> Result<FlattenStats, StoreError> {
     let open_dir = |p: &Path| {
         rfs::open(
             p,
@@ -62,6 +73,7 @@ pub fn flatten(layers: &[impl AsRef<Path>], dest: &Path) -> Result<FlattenStats,
         dir_times: BTreeMap::new(),
         links: HashMap::new(),
         stats: FlattenStats::default(),
+        stop,
     };
     for (i, layer) in layers.iter().enumerate() {
         let src = open_dir(layer.as_ref())?;
@@ -120,16 +132,17 @@ fn times(t: Timespec) -> Timestamps {
 
 type MergeError = (Vec<u8>, &'static str, io::Error);
 
-struct Flattener {
+struct Flattener<'a> {
     dest: OwnedFd,
     /// Final mtime of every directory, applied at the end.
     dir_times: BTreeMap<Vec<u8>, Timespec>,
     /// This layer's multiply-linked inodes → the first destination path given to them.
     links: HashMap<(u64, u64), Vec<u8>>,
     stats: FlattenStats,
+    stop: &'a dyn Fn() -> bool,
 }
 
-impl Flattener {
+impl Flattener<'_> {
     /// A directory of the destination by relative path (the root for ""), refusing any
     /// symlink on the way: the destination only has directories we made there.
     fn dest_dir(&self, rel: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
@@ -187,6 +200,9 @@ impl Flattener {
             let crel = crel.clone();
             move |e: Errno| (crel, op, io::Error::from(e))
         };
+        if (self.stop)() {
+            return Err((crel, "flatten", io::ErrorKind::Interrupted.into()));
+        }
         let st = rfs::statat(src, os(name), AtFlags::SYMLINK_NOFOLLOW).map_err(fail("stat"))?;
         let ft = FileType::from_raw_mode(st.st_mode);
         self.stats.entries += 1;

@@ -23,7 +23,7 @@ mod writeback;
 
 pub use chain::ChainId;
 pub use error::StoreError;
-pub use flatten::{flatten, FlattenStats};
+pub use flatten::{flatten, flatten_until, FlattenStats};
 pub use gc::{Lease, PruneReport};
 pub use record::{HistoryEntry, ImageDetails, ImageRecord, LayerDetails, LayerRecord};
 pub use store::{Info, Kind, Mount, Store};
