@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use rdpull_fetch::ChunkPolicy;
+use rdpull_fetch::{ChunkPolicy, ClientOptions};
 
 #[derive(Parser)]
 #[command(
@@ -95,6 +95,13 @@ pub(crate) struct Global {
     /// Seconds a download may go without receiving a byte.
     #[arg(long, global = true, default_value_t = 30)]
     pub(crate) stall_timeout: u64,
+    /// A download slower than this many bytes a second over a whole --stall-timeout window
+    /// is resumed, and fails after five such windows (0: no minimum).
+    #[arg(long, global = true, default_value_t = ClientOptions::default().min_rate)]
+    pub(crate) min_rate: u64,
+    /// Seconds a small object (manifest, config, token) may take as a whole.
+    #[arg(long, global = true, default_value_t = ClientOptions::default().request_timeout.as_secs())]
+    pub(crate) request_timeout: u64,
     /// Blobs at least this large (bytes) are fetched in chunks over several connections
     /// when the registry honours Range.
     #[arg(long, global = true, default_value_t = ChunkPolicy::default().min_size)]

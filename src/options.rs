@@ -44,6 +44,8 @@ pub(crate) fn pull(g: &Global, cancel: &CancellationToken) -> Result<PullOptions
                 memory: g.chunk_memory,
             },
             stall_timeout: Duration::from_secs(g.stall_timeout.max(1)),
+            min_rate: g.min_rate,
+            request_timeout: Duration::from_secs(g.request_timeout.max(1)),
             ..ClientOptions::default()
         },
         cancel: cancel.clone(),

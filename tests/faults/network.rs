@@ -376,3 +376,83 @@ fn tokens_are_renewed_before_they_expire() {
         "the newest token is used"
     );
 }
+
+#[test]
+fn a_trickling_blob_fails_within_a_bound_naming_its_rate() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    let p = reg.push("app", "v1", &[incompressible_layer(100_000)]);
+    let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
+    // About 200 bytes a second, against a minimum of 1000 over 1 s windows.
+    reg.set(
+        &path,
+        Reply::Trickle {
+            body: p.blobs[0].clone(),
+            piece: 20,
+            every: Duration::from_millis(100),
+        },
+    );
+    let root = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let args = ["--stall-timeout", "1", "--min-rate", "1000"];
+    let e = fails(pull(&reg, root.path(), "app:v1", &args));
+    // 5 windows of 1 s, plus backoff (at most 0.3+0.6+1.2+2.4 s).
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let blob = &p.layer_digests[0];
+    assert!(
+        e.contains("gave up after 5 attempts")
+            && e.contains(&format!("blob {blob}: too slow: "))
+            && e.contains(" bytes/s over 1 s, below the minimum of 1000 bytes/s"),
+        "{e}"
+    );
+    // Each attempt after the first resumes with Range from what had arrived.
+    let reqs = reg.requests(&path);
+    assert_eq!(reqs.len(), 5);
+    for r in &reqs[1..] {
+        let range = r.headers.get("range").map(String::as_str).unwrap_or("");
+        assert!(
+            range.starts_with("bytes=") && range != "bytes=0-",
+            "{range:?}"
+        );
+    }
+}
+
+#[test]
+fn a_trickling_manifest_is_bounded_by_the_request_timeout() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    let p = reg.push("app", "v1", &[incompressible_layer(1000)]);
+    let path = "/v2/app/manifests/v1";
+    reg.set(
+        path,
+        Reply::Trickle {
+            body: p.manifest.clone(),
+            piece: 1,
+            every: Duration::from_millis(200),
+        },
+    );
+    let root = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let e = fails(pull(
+        &reg,
+        root.path(),
+        "app:v1",
+        &["--request-timeout", "2"],
+    ));
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        e,
+        format!(
+            "rdpull: error: manifest {}/app:v1: not done within 2 s",
+            reg.addr
+        )
+    );
+}

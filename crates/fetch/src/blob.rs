@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -173,7 +174,8 @@ impl BlobStream {
         let what = format!("blob {}", blob.digest);
         let first = registry
             .retrying(&what, || {
-                open(registry, repository, blob, 0, first_end, chunked)
+                let ask = if chunked { Ask::Probe } else { Ask::Stream };
+                open(registry, repository, blob, 0, first_end, ask)
             })
             .await?;
         // A server that ignores Range answers 200 with the whole body: one stream then.
@@ -209,20 +211,28 @@ impl BlobStream {
     }
 }
 
-/// One request for bytes `[start, end)` of `blob`; `ranged` asks with `Range` even
-/// from 0. Checks what the server says it sends.
+/// How a blob request is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    /// A streamed body, with `Range` only for a part of the blob.
+    Stream,
+    /// A streamed body, with `Range` even from 0 (to learn whether the server honours it).
+    Probe,
+}
+
+/// One request for bytes `[start, end)` of `blob`. Checks what the server says it sends.
 async fn open(
     registry: &Registry,
     repository: &str,
     blob: &BlobDescriptor,
     start: u64,
     end: u64,
-    ranged: bool,
+    ask: Ask,
 ) -> Result<Response, FetchError> {
     let what = format!("blob {}", blob.digest);
     let path = format!("{repository}/blobs/{}", blob.digest);
     let last = (end < blob.size).then(|| end - 1);
-    let range = (ranged || start > 0 || end < blob.size).then_some((start, last));
+    let range = (ask == Ask::Probe || start > 0 || end < blob.size).then_some((start, last));
     let resp = registry
         .get_range(&what, &path, repository, None, range, Capability::Pull)
         .await?;
@@ -273,9 +283,9 @@ async fn fetch_range(
     let mut failures = 0;
     loop {
         let (error, progressed) = match first.take() {
-            Some(r) => drain(r, blob, &mut pos, end, sink).await?,
-            None => match open(registry, repository, blob, pos, end, false).await {
-                Ok(r) => drain(r, blob, &mut pos, end, sink).await?,
+            Some(r) => drain(r, registry, blob, &mut pos, end, sink).await?,
+            None => match open(registry, repository, blob, pos, end, Ask::Stream).await {
+                Ok(r) => drain(r, registry, blob, &mut pos, end, sink).await?,
                 Err(e) => (Some(e), false),
             },
         };
@@ -284,7 +294,13 @@ async fn fetch_range(
         if retry == Retry::Never {
             return Err(error.into());
         }
-        failures = if progressed { 1 } else { failures + 1 };
+        // Progress resets the count, except a trickle's, which must run out of attempts.
+        let too_slow = matches!(error, FetchError::TooSlow { .. });
+        failures = if progressed && !too_slow {
+            1
+        } else {
+            failures + 1
+        };
         if failures >= policy.max_attempts {
             return Err(FetchError::GaveUp {
                 what,
@@ -302,6 +318,7 @@ async fn fetch_range(
 /// error that cut it short, if any, and whether any byte was delivered.
 async fn drain(
     mut resp: Response,
+    registry: &Registry,
     blob: &BlobDescriptor,
     pos: &mut u64,
     end: u64,
@@ -315,21 +332,32 @@ async fn drain(
     };
     let url = resp.url().to_string();
     let mut progressed = false;
+    let options = registry.options();
+    let mut speed = SpeedCheck::new(options.min_rate, options.stall_timeout);
+    // One timer per window, not one per piece.
+    let window_end = tokio::time::sleep_until(speed.window_end.into());
+    tokio::pin!(window_end);
     loop {
-        match resp.chunk().await {
-            Ok(Some(mut b)) => {
-                let len = b.len() as u64;
-                if at + len <= *pos {
-                    at += len;
-                    continue;
-                }
-                if at < *pos {
-                    let _ = b.split_to((*pos - at) as usize);
-                    at = *pos;
-                }
-                let keep = (end - *pos).min(b.len() as u64) as usize;
-                b.truncate(keep);
-                at += b.len() as u64;
+        let next = if speed.min_rate > 0 {
+            tokio::select! {
+                piece = resp.chunk() => Some(piece),
+                () = &mut window_end => None,
+            }
+        } else {
+            Some(resp.chunk().await)
+        };
+        match speed.check(&blob.digest) {
+            Err(too_slow) => return Ok((Some(too_slow), progressed)),
+            Ok(true) => window_end.as_mut().reset(speed.window_end.into()),
+            Ok(false) => {}
+        }
+        let Some(next) = next else {
+            continue; // a window ended fast enough; read on
+        };
+        match next {
+            Ok(Some(b)) => {
+                speed.got(b.len() as u64);
+                let b = new_part(b, &mut at, *pos, end);
                 *pos += b.len() as u64;
                 if !b.is_empty() {
                     progressed = true;
@@ -348,17 +376,76 @@ async fn drain(
             }
         }
     }
-    if *pos == end {
-        return Ok((None, progressed));
+    let incomplete = (*pos != end).then(|| FetchError::Incomplete {
+        digest: blob.digest.clone(),
+        got: *pos,
+        want: end,
+    });
+    Ok((incomplete, progressed))
+}
+
+/// The part of a piece received at offset `*at` that lies in `[pos, end)`, with `*at`
+/// moved past the piece. A server that ignores `Range` resends what we have: skipped.
+fn new_part(mut b: Bytes, at: &mut u64, pos: u64, end: u64) -> Bytes {
+    let len = b.len() as u64;
+    if *at + len <= pos {
+        *at += len;
+        return Bytes::new();
     }
-    Ok((
-        Some(FetchError::Incomplete {
-            digest: blob.digest.clone(),
-            got: *pos,
-            want: end,
-        }),
-        progressed,
-    ))
+    if *at < pos {
+        let _ = b.split_to((pos - *at) as usize);
+        *at = pos;
+    }
+    b.truncate((end - pos).min(b.len() as u64) as usize);
+    *at += b.len() as u64;
+    b
+}
+
+/// curl's `--speed-limit`/`--speed-time`: a body must deliver `min_rate` bytes a second
+/// over each whole window, or it is too slow.
+struct SpeedCheck {
+    min_rate: u64,
+    window: Duration,
+    window_end: Instant,
+    received: u64,
+}
+
+impl SpeedCheck {
+    fn new(min_rate: u64, window: Duration) -> SpeedCheck {
+        SpeedCheck {
+            min_rate,
+            window,
+            window_end: Instant::now() + window,
+            received: 0,
+        }
+    }
+
+    fn got(&mut self, bytes: u64) {
+        self.received += bytes;
+    }
+
+    /// At the end of a window: an error if its rate was below the minimum, else a new
+    /// window (`Ok(true)`). `digest` names the blob in the error.
+    fn check(&mut self, digest: &Digest) -> Result<bool, FetchError> {
+        let now = Instant::now();
+        if self.min_rate == 0 || now < self.window_end {
+            return Ok(false);
+        }
+        let secs = self.window.as_secs_f64().max(0.001);
+        let rate = (self.received as f64 / secs) as u64;
+        // Nothing at all is a stall, which the stall timeout reports as such.
+        if rate < self.min_rate && self.received > 0 {
+            return Err(FetchError::TooSlow {
+                digest: digest.clone(),
+                rate,
+                min_rate: self.min_rate,
+                window: self.window.as_secs(),
+            });
+        }
+        self.window_end = now + self.window;
+        self.received = 0;
+        Ok(true)
+    }
 }
 
 /// Chunked download: the next chunk streams through; later ones are prefetched over
@@ -494,12 +581,21 @@ pub async fn blob_bytes(
         });
     }
     let what = format!("blob {}", blob.digest);
-    let first = registry
-        .retrying(&what, || {
-            open(registry, repository, blob, 0, blob.size, false)
-        })
-        .await?;
-    let buf = fetch_into_memory(registry, repository, blob, 0, blob.size, Some(first)).await?;
+    let whole = async {
+        let first = registry
+            .retrying(&what, || {
+                open(registry, repository, blob, 0, blob.size, Ask::Stream)
+            })
+            .await?;
+        fetch_into_memory(registry, repository, blob, 0, blob.size, Some(first)).await
+    };
+    let limit = registry.options().request_timeout;
+    let buf = tokio::time::timeout(limit, whole)
+        .await
+        .map_err(|_| FetchError::TimedOut {
+            what: what.clone(),
+            limit: limit.as_secs(),
+        })??;
     blob.digest
         .verify(&buf)
         .map_err(|source| FetchError::Verify { what, source })?;

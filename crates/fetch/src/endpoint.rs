@@ -35,6 +35,8 @@ pub(crate) struct Endpoint {
     auth: Mutex<HashMap<String, CachedAuth>>,
     /// The last Bearer challenge, to renew tokens before they expire.
     challenge: Mutex<Option<Challenge>>,
+    /// The bound on a whole small request.
+    request_timeout: Duration,
 }
 
 impl Endpoint {
@@ -59,6 +61,7 @@ impl Endpoint {
             credentials,
             auth: Mutex::new(HashMap::new()),
             challenge: Mutex::new(None),
+            request_timeout: options.request_timeout,
         })
     }
 
@@ -85,6 +88,7 @@ impl Endpoint {
             .http
             .get(&url)
             .headers(self.headers.clone())
+            .timeout(self.request_timeout)
             .send()
             .await
             .map_err(|e| http_error("registry ping", &url, e))?;
@@ -238,6 +242,7 @@ impl Endpoint {
             _ => self.token_get(url, c, scope)?,
         };
         let resp = req
+            .timeout(self.request_timeout)
             .send()
             .await
             .map_err(|e| terr(e.without_url().to_string()))?;

@@ -115,6 +115,17 @@ pub enum FetchError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// A blob's body trickled: fewer than `min_rate` bytes a second over `window` seconds.
+    #[error("blob {digest}: too slow: {rate} bytes/s over {window} s, below the minimum of {min_rate} bytes/s")]
+    TooSlow {
+        digest: Digest,
+        rate: u64,
+        min_rate: u64,
+        window: u64,
+    },
+    /// A small request (manifest, config), retries included, took longer than allowed.
+    #[error("{what}: not done within {limit} s")]
+    TimedOut { what: String, limit: u64 },
     /// A blob's body ended early.
     #[error("blob {digest}: body ended at byte {got} of {want}")]
     Incomplete { digest: Digest, got: u64, want: u64 },
@@ -180,7 +191,9 @@ impl FetchError {
     /// wait the server asked for.
     pub fn retry(&self) -> Retry {
         match self {
-            FetchError::Http { .. } | FetchError::Incomplete { .. } => Retry::Backoff,
+            FetchError::Http { .. }
+            | FetchError::Incomplete { .. }
+            | FetchError::TooSlow { .. } => Retry::Backoff,
             FetchError::Status {
                 status,
                 retry_after,

@@ -163,7 +163,14 @@ async fn fetch_manifest(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<Digest>().ok());
     let limit = reg.options().max_manifest_size;
-    let bytes = read_capped(resp, &what, reference, limit).await?;
+    let read = read_capped(resp, &what, reference, limit);
+    let time = reg.options().request_timeout;
+    let bytes = tokio::time::timeout(time, read)
+        .await
+        .map_err(|_| FetchError::TimedOut {
+            what: what.clone(),
+            limit: time.as_secs(),
+        })??;
     let digest = manifest_digest(&bytes, &what, expected, header_digest)?;
     let media_type = media_type(&bytes, &what, header_type)?;
     Ok(FetchedManifest {

@@ -26,8 +26,17 @@ pub struct ClientOptions {
     /// Manifests and indexes larger than this are refused before they are buffered.
     pub max_manifest_size: u64,
     pub connect_timeout: Duration,
-    /// A response body that delivers no byte for this long fails.
+    /// A response body that delivers no byte for this long fails; it is also the window
+    /// over which `min_rate` is measured.
     pub stall_timeout: Duration,
+    /// A blob body that delivers fewer bytes a second than this over a whole
+    /// `stall_timeout` window is too slow: resumed like a broken one, and failing for
+    /// good after `retry.max_attempts` such windows (curl's `--speed-limit`). 0: off.
+    pub min_rate: u64,
+    /// A small object must arrive within this: the ping and token requests whole, a
+    /// manifest's body, an image config with its retries. (Response headers are bounded
+    /// by `stall_timeout` per attempt.)
+    pub request_timeout: Duration,
     /// Idle connections kept per host (sized to the pull's parallelism).
     pub pool_size: usize,
     /// Retries and backoff of requests and downloads.
@@ -104,6 +113,8 @@ impl Default for ClientOptions {
             max_manifest_size: 4 << 20,
             connect_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(30),
+            min_rate: 1024,
+            request_timeout: Duration::from_secs(60),
             pool_size: 16,
             retry: RetryPolicy::default(),
             chunks: ChunkPolicy::default(),

@@ -42,6 +42,13 @@ pub enum Reply {
     Stall { body: Vec<u8>, send: usize },
     /// 307 to this URL.
     Redirect(String),
+    /// 200 with the whole body (whatever `Range` asked), `piece` bytes every `every`,
+    /// until it is sent or the client goes away.
+    Trickle {
+        body: Vec<u8>,
+        piece: usize,
+        every: Duration,
+    },
 }
 
 /// One request as the server saw it.
@@ -170,6 +177,18 @@ fn tunnel(mut conn: TcpStream, to: &str) {
         let _ = b.shutdown(std::net::Shutdown::Write);
     });
     let _ = std::io::copy(&mut d, &mut c);
+}
+
+/// The whole `body`, `piece` bytes every `every`, until the client goes away.
+fn trickle(mut conn: TcpStream, body: &[u8], piece: usize, every: Duration) {
+    let head = head("200 OK", "application/octet-stream", body.len(), "");
+    let _ = conn.write_all(head.as_bytes());
+    for part in body.chunks(piece.max(1)) {
+        std::thread::sleep(every);
+        if conn.write_all(part).and_then(|_| conn.flush()).is_err() {
+            break;
+        }
+    }
 }
 
 /// An injected error status, with `Retry-After` if given.
@@ -340,6 +359,7 @@ impl FakeRegistry {
                 let _ = conn.flush();
                 std::thread::sleep(Duration::from_secs(300));
             }
+            Reply::Trickle { body, piece, every } => trickle(conn, &body, piece, every),
             Reply::Redirect(to) => {
                 let location = format!("Location: {to}\r\n");
                 let status = "307 Temporary Redirect";
