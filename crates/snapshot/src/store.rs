@@ -255,8 +255,13 @@ impl Store {
         Ok(info)
     }
 
-    /// Remove a snapshot that nothing builds on. Its files go after the metadata, so a
-    /// crash in between leaves only an orphan directory.
+    /// Remove a snapshot that nothing builds on.
+    ///
+    /// A committed snapshot's files go after the metadata, so a crash in between leaves
+    /// only an orphan directory, never a record without its files. An active or view
+    /// snapshot's files go first: on a full disk they are what frees the space that the
+    /// metadata write needs, and a record of an active snapshot without files is
+    /// harmless (it is never committed, and its removal is retried).
     pub fn remove(&self, key: &str) -> Result<(), StoreError> {
         let mut l = self.lock()?;
         let info = l
@@ -275,6 +280,9 @@ impl Store {
                 key: key.into(),
                 why: format!("snapshot {} is built on it", child.key),
             });
+        }
+        if info.kind != Kind::Committed {
+            remove_dir(&self.dir(info.id))?;
         }
         l.meta.snapshots.remove(key);
         l.save()?;

@@ -1,0 +1,86 @@
+//! Full disks: a pull that runs out of space fails with one line naming the path, gives
+//! the space back before it rewrites any metadata, leaves the store consistent, and the
+//! next pull after space is freed succeeds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::*;
+
+/// A tmpfs of `mib` MiB mounted on a fresh directory, unmounted on drop.
+struct SmallDisk {
+    _dir: tempfile::TempDir,
+    mnt: PathBuf,
+}
+
+impl SmallDisk {
+    fn new(mib: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("disk");
+        std::fs::create_dir(&mnt).unwrap();
+        mount(&mnt, &format!("size={mib}m"));
+        SmallDisk { _dir: dir, mnt }
+    }
+
+    fn resize(&self, mib: u32) {
+        mount(&self.mnt, &format!("remount,size={mib}m"));
+    }
+
+    /// Bytes in use on the disk.
+    fn used(&self) -> u64 {
+        let st = rustix::fs::statvfs(&self.mnt).unwrap();
+        (st.f_blocks - st.f_bfree) * st.f_frsize
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+fn mount(at: &Path, options: &str) {
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(at)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount -o {options} {}", at.display());
+}
+
+#[test]
+fn a_full_disk_fails_the_pull_naming_the_path_and_gives_the_space_back() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    // 24 MiB that do not compress, and a small file after them.
+    let mut layer = Tar::default();
+    layer.file("big", &rdpull_testkit::noise(24 << 20, 7));
+    layer.file("after", b"x");
+    reg.push("app", "v1", &[one_file_layer("base", b"b"), layer.finish()]);
+    let disk = SmallDisk::new(16);
+    let root = disk.mnt.join("root");
+    let e = fails(pull(&reg, &root, "app:v1"));
+    assert!(
+        e.starts_with("rdpull: error: layer 2/2 sha256:")
+            && e.ends_with(": /big: write: No space left on device (os error 28)"),
+        "{e}"
+    );
+    // The partial layer is gone and the base layer committed; the space is back.
+    let (committed, active) = snapshots(&root);
+    assert_eq!((committed.len(), active.len()), (1, 0));
+    assert_clean(&root);
+    assert!(disk.used() < 1 << 20, "{} bytes still used", disk.used());
+
+    disk.resize(64);
+    ok(pull(&reg, &root, "app:v1"));
+    let dir = disk.mnt.join("rootfs");
+    unpack(&reg, &root, "app:v1", &dir);
+    assert_eq!(
+        listing(&dir),
+        [
+            "/after f 0644 0:0 x",
+            "/base f 0644 0:0 b",
+            &format!("/big f 0644 0:0 <{} bytes>", 24 << 20)
+        ]
+    );
+}
