@@ -115,6 +115,7 @@ fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
 
 async fn run(cli: Cli, cancel: &CancellationToken) -> Result<(), BoxError> {
     let (g, command) = (cli.global, cli.command);
+    options::require_root(&command)?;
     options::raise_fd_limit();
     let store = Arc::new(Store::open(&g.root)?);
     match command {

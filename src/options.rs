@@ -6,7 +6,7 @@ use rdpull_fetch::{ChunkPolicy, ClientOptions, Credentials, Platform};
 use rdpull_pipeline::PullOptions;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Global;
+use crate::cli::{Command, Global};
 
 /// Any error, for the CLI's one-line report.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -50,6 +50,25 @@ pub(crate) fn pull(g: &Global, cancel: &CancellationToken) -> Result<PullOptions
         },
         cancel: cancel.clone(),
     })
+}
+
+/// Commands that write the store need root; say so before anything fails half-way.
+pub(crate) fn require_root(command: &Command) -> Result<(), BoxError> {
+    let name = match command {
+        Command::Pull { .. } => "pull",
+        Command::Unpack { .. } => "unpack",
+        Command::Rmi { .. } => "rmi",
+        Command::Prune => "prune",
+        Command::Images { .. } | Command::Inspect { .. } | Command::History { .. } => return Ok(()),
+    };
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    Err(format!(
+        "{name} needs root: layers set file owners, make device nodes and write trusted.* \
+         xattrs, and the store belongs to root; run rdpull as root (e.g. with sudo)"
+    )
+    .into())
 }
 
 /// Several layers unpack at once, each with cached directory fds: use the hard limit.

@@ -24,6 +24,12 @@ fn command(root: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// Run rdpull as the user `uid`, with `--root root` and the given arguments.
+pub(crate) fn rdpull_as(uid: u32, root: &Path, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    command(root, args).uid(uid).output().expect("run rdpull")
+}
+
 /// Run rdpull with `--root root` and the given arguments.
 pub(crate) fn rdpull(root: &Path, args: &[&str]) -> Output {
     command(root, args).output().expect("run rdpull")

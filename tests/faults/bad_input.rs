@@ -317,3 +317,27 @@ fn hostile_layers_write_nothing_outside_the_root() {
     assert_eq!(outside, before);
     assert_clean(&root);
 }
+
+#[test]
+fn commands_that_write_the_store_say_they_need_root() {
+    skip_unless_root!();
+    let root = tempfile::tempdir().unwrap();
+    let nobody = 65534;
+    for args in [
+        &["pull", "127.0.0.1:1/app:v1"][..],
+        &["unpack", "127.0.0.1:1/app:v1", "/nonexistent/x"],
+        &["prune"],
+        &["rmi", "app"],
+    ] {
+        let e = fails(common::rdpull_as(nobody, root.path(), args));
+        assert_eq!(
+            e,
+            format!(
+                "rdpull: error: {} needs root: layers set file owners, make device nodes and \
+                 write trusted.* xattrs, and the store belongs to root; run rdpull as root \
+                 (e.g. with sudo)",
+                args[0]
+            )
+        );
+    }
+}

@@ -398,7 +398,11 @@ fn tls_from_hosts_toml_client_certificates_and_skip_verify() {
         &["--tls-ca", ca.to_str().unwrap(), "pull", image],
     ));
     assert!(
-        e.starts_with("rdpull: error: registry ping: https://127.0.0.1:5447/v2/: "),
+        e.starts_with("rdpull: error: registry ping: https://127.0.0.1:5447/v2/: ")
+            && e.ends_with(
+                ": the registry may require a client certificate: pass --tls-cert and \
+                 --tls-key, or set `client` in its hosts.toml"
+            ),
         "{e}"
     );
     let (ca_s, cert_s, key_s) = (

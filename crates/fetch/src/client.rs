@@ -64,9 +64,9 @@ impl Registry {
         if !configured {
             let server = endpoints.last_mut().expect("one endpoint");
             match server.ping().await {
-                Err(tls_error @ FetchError::Http { .. })
-                    if !options.plain_http && is_loopback(&host) =>
-                {
+                Err(
+                    tls_error @ (FetchError::Http { .. } | FetchError::ClientCertificate { .. }),
+                ) if !options.plain_http && is_loopback(&host) => {
                     tracing::debug!("{host}: no TLS on a loopback registry, trying plain HTTP");
                     server.set_base(format!("http://{host}/v2/"));
                     // If plain HTTP fails too, the TLS failure is the one worth reporting.

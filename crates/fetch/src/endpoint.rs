@@ -81,6 +81,31 @@ impl Endpoint {
         }
     }
 
+    /// A request that failed below HTTP. Over TLS without a client certificate, a
+    /// connection the server closes right after the handshake, or a certificate alert, is
+    /// how a registry that requires one refuses (in TLS 1.3 the alert comes after the
+    /// client's Finished, and may be seen as a closed connection), so the error says what
+    /// to do.
+    fn transport_error(&self, what: &str, url: &str, e: reqwest::Error) -> FetchError {
+        let chain = crate::error::with_causes(e.to_string(), std::error::Error::source(&e));
+        let refused = ["closed", "CertificateRequired", "BadCertificate"]
+            .iter()
+            .any(|s| chain.contains(s));
+        let no_certificate = url.starts_with("https://")
+            && self.spec.client.is_none()
+            && !e.is_timeout()
+            && !e.is_connect()
+            && refused;
+        if !no_certificate {
+            return http_error(what, url, e);
+        }
+        FetchError::ClientCertificate {
+            what: what.to_string(),
+            url: url.to_string(),
+            source: e.without_url(),
+        }
+    }
+
     /// `GET /v2/`: 200, or 401 with a challenge we can answer later, means a v2 registry.
     pub(crate) async fn ping(&self) -> Result<(), FetchError> {
         let url = self.base.clone();
@@ -91,7 +116,7 @@ impl Endpoint {
             .timeout(self.request_timeout)
             .send()
             .await
-            .map_err(|e| http_error("registry ping", &url, e))?;
+            .map_err(|e| self.transport_error("registry ping", &url, e))?;
         match resp.status() {
             s if s.is_success() || s == StatusCode::UNAUTHORIZED => Ok(()),
             s => Err(status_error("registry ping", &url, s, resp).await),
@@ -127,7 +152,10 @@ impl Endpoint {
             if let Some(h) = self.authorization(&scope).await? {
                 req = req.header(AUTHORIZATION, h);
             }
-            let resp = req.send().await.map_err(|e| http_error(what, &url, e))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| self.transport_error(what, &url, e))?;
             let status = resp.status();
             if status.is_success() {
                 return Ok(resp);

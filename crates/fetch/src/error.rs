@@ -21,6 +21,15 @@ pub enum FetchError {
         #[source]
         source: reqwest::Error,
     },
+    /// Over TLS, with no client certificate given, the server closed the connection right
+    /// after the handshake: most likely it requires one.
+    #[error("{what}: {url}: {}: the registry may require a client certificate: pass --tls-cert and --tls-key, or set `client` in its hosts.toml", describe(.source))]
+    ClientCertificate {
+        what: String,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     /// The registry answered with an error status.
     #[error("{what}: {url}: HTTP {status}{detail}")]
     Status {
