@@ -5,7 +5,7 @@
 //! Themes: [`bad_input`] (every bad input fails the pull with one clear line and exit 1,
 //! and hostile layers stay inside), [`interruption`] (failures and kills leave nothing
 //! half-committed and keep what was committed), [`concurrency`] (several processes on
-//! one root), [`disk`] (a full disk), [`network`] (downloads that survive the
+//! one root), [`crash`] (SIGKILL at many points), [`disk`] (a full disk), [`network`] (downloads that survive the
 //! network).
 // A test is one scenario, steps and assertions in order; splitting it would hide it.
 #![allow(clippy::too_many_lines)]
@@ -15,6 +15,7 @@ mod common;
 
 mod bad_input;
 mod concurrency;
+mod crash;
 mod disk;
 mod interruption;
 mod network;
