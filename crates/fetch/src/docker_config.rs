@@ -77,6 +77,19 @@ fn normalize(key: &str) -> String {
     }
 }
 
+/// Where a docker config says the credentials for a registry are.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Found {
+    /// `credHelpers` names a helper for the registry.
+    Helper(String),
+    /// `credsStore` names a helper for every registry; `auths` answers if it has nothing
+    /// (an `auths` entry that does not parse matters only then).
+    Store(String, Result<Option<Credentials>, FetchError>),
+    /// From `auths`, or none.
+    Inline(Option<Credentials>),
+}
+
 /// Credentials for `registry` (as a reference names it, e.g. `docker.io`, `host:5000`)
 /// from the docker config in `dir`, if any. A missing file means none.
 pub async fn lookup(dir: Option<&Path>, registry: &str) -> Result<Option<Credentials>, FetchError> {
@@ -84,23 +97,47 @@ pub async fn lookup(dir: Option<&Path>, registry: &str) -> Result<Option<Credent
         return Ok(None);
     };
     let path = dir.join("config.json");
-    let bad = |e: SettingError| FetchError::setting(format!("docker config {}", path.display()), e);
     let data = match std::fs::read(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(bad(e.into())),
+        Err(e) => {
+            return Err(FetchError::setting(
+                format!("docker config {}", path.display()),
+                e,
+            ))
+        }
     };
+    let host = normalize(registry);
+    match parse(&data, &path, registry)? {
+        Found::Helper(helper) => run_helper(&helper, &server_key(&host)).await,
+        Found::Store(store, inline) => match run_helper(&store, &server_key(&host)).await? {
+            Some(c) => Ok(Some(c)),
+            None => inline,
+        },
+        Found::Inline(inline) => Ok(inline),
+    }
+}
+
+/// What the docker config `data` (read from `path`, named in errors) says of `registry`.
+/// Pure: no I/O, any bytes.
+pub fn parse(data: &[u8], path: &Path, registry: &str) -> Result<Found, FetchError> {
+    let bad = |e: SettingError| FetchError::setting(format!("docker config {}", path.display()), e);
     // serde's message names the field and position, never the value.
-    let cfg: ConfigFile = serde_json::from_slice(&data).map_err(|e| bad(e.into()))?;
+    let cfg: ConfigFile = serde_json::from_slice(data).map_err(|e| bad(e.into()))?;
     let host = normalize(registry);
     if let Some((_, helper)) = cfg.cred_helpers.iter().find(|(k, _)| normalize(k) == host) {
-        return run_helper(helper, &server_key(&host)).await;
+        return Ok(Found::Helper(helper.clone()));
     }
-    if let Some(store) = &cfg.creds_store {
-        if let Some(c) = run_helper(store, &server_key(&host)).await? {
-            return Ok(Some(c));
-        }
-    }
+    let inline = inline_credentials(&cfg, &host).map_err(bad);
+    Ok(match &cfg.creds_store {
+        Some(store) => Found::Store(store.clone(), inline),
+        None => Found::Inline(inline?),
+    })
+}
+
+/// The `auths` entry for `host`: an identity token, base64 `auth`, or a username and
+/// password.
+fn inline_credentials(cfg: &ConfigFile, host: &str) -> Result<Option<Credentials>, SettingError> {
     let Some((_, entry)) = cfg.auths.iter().find(|(k, _)| normalize(k) == host) else {
         return Ok(None);
     };
@@ -117,22 +154,20 @@ pub async fn lookup(dir: Option<&Path>, registry: &str) -> Result<Option<Credent
     }
     if let Some(a) = entry.auth.as_ref().filter(|a| !a.is_empty()) {
         let (username, password) = decode_auth(a).ok_or_else(|| {
-            bad(SettingError::Rule(format!(
-                "auths.{host}.auth is not base64 user:password"
-            )))
+            SettingError::Rule(format!("auths.{host}.auth is not base64 user:password"))
         })?;
         return Ok(Some(Credentials {
             username,
             secret: Secret::Password(password),
         }));
     }
-    match (&entry.username, &entry.password) {
-        (Some(u), Some(p)) => Ok(Some(Credentials {
+    Ok(match (&entry.username, &entry.password) {
+        (Some(u), Some(p)) => Some(Credentials {
             username: u.clone(),
             secret: Secret::Password(p.clone()),
-        })),
-        _ => Ok(None),
-    }
+        }),
+        _ => None,
+    })
 }
 
 fn decode_auth(a: &str) -> Option<(String, String)> {

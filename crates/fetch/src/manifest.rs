@@ -60,6 +60,57 @@ enum Kind {
     Schema1,
 }
 
+/// What one manifest document says: an image (its config and layers), or the index entry
+/// to follow for the platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Document {
+    Image {
+        config: BlobDescriptor,
+        layers: Vec<BlobDescriptor>,
+    },
+    /// An index: the manifest chosen for the platform.
+    Follow { digest: Digest, size: u64 },
+}
+
+/// Parse one fetched manifest or index (`bytes`, of `media_type` as
+/// [`document_media_type`] decided it) for `platform`. Pure: no I/O, any bytes.
+pub fn parse_document(
+    bytes: &[u8],
+    media_type: &str,
+    digest: &Digest,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<Document, FetchError> {
+    match kind_of(bytes, media_type, reference)? {
+        Kind::Schema1 => Err(FetchError::Schema1 {
+            reference: reference.to_string(),
+            media_type: media_type.to_string(),
+        }),
+        Kind::Manifest => {
+            let what = format!("manifest {digest}");
+            let m: ImageManifest = parse_json(&what, bytes)?;
+            Ok(Document::Image {
+                config: descriptor(&what, m.config())?,
+                layers: m
+                    .layers()
+                    .iter()
+                    .map(|d| descriptor(&what, d))
+                    .collect::<Result<Vec<_>, _>>()?,
+            })
+        }
+        Kind::Index => {
+            let what = format!("index {digest}");
+            let idx: ImageIndex = parse_json(&what, bytes)?;
+            let child = choose_platform(&idx, platform, reference)?;
+            Ok(Document::Follow {
+                digest: parse_digest(&what, child.digest().as_ref())?,
+                size: child.size(),
+            })
+        }
+    }
+}
+
 /// Resolve `reference` to the image manifest for `platform`.
 pub async fn resolve(
     reg: &Registry,
@@ -72,22 +123,9 @@ pub async fn resolve(
     let mut index = None;
     let mut current = top;
     for _ in 0..=MAX_INDEX_DEPTH {
-        match kind_of(&current, reference)? {
-            Kind::Schema1 => {
-                return Err(FetchError::Schema1 {
-                    reference: reference.to_string(),
-                    media_type: current.media_type,
-                })
-            }
-            Kind::Manifest => {
-                let what = format!("manifest {}", current.digest);
-                let m: ImageManifest = parse_json(&what, &current.bytes)?;
-                let config = descriptor(&what, m.config())?;
-                let layers = m
-                    .layers()
-                    .iter()
-                    .map(|d| descriptor(&what, d))
-                    .collect::<Result<Vec<_>, _>>()?;
+        let c = &current;
+        match parse_document(&c.bytes, &c.media_type, &c.digest, reference, platform)? {
+            Document::Image { config, layers } => {
                 return Ok(ResolvedImage {
                     reference: reference.clone(),
                     target_digest,
@@ -100,18 +138,12 @@ pub async fn resolve(
                     layers,
                 });
             }
-            Kind::Index => {
-                let what = format!("index {}", current.digest);
-                let idx: ImageIndex = parse_json(&what, &current.bytes)?;
-                let child = choose_platform(&idx, platform, reference)?;
-                let child_digest = parse_digest(&what, child.digest().as_ref())?;
+            Document::Follow { digest, size } => {
                 if index.is_none() {
                     index = Some(current.bytes.clone());
                 }
-                let child_ref = reference.with_digest(child_digest.clone());
-                current =
-                    fetch_manifest(reg, &child_ref, Some((&child_digest, Some(child.size()))))
-                        .await?;
+                let child_ref = reference.with_digest(digest.clone());
+                current = fetch_manifest(reg, &child_ref, Some((&digest, Some(size)))).await?;
             }
         }
     }
@@ -172,7 +204,7 @@ async fn fetch_manifest(
             limit: time.as_secs(),
         })??;
     let digest = manifest_digest(&bytes, &what, expected, header_digest)?;
-    let media_type = media_type(&bytes, &what, header_type)?;
+    let media_type = document_media_type(&bytes, &what, header_type)?;
     Ok(FetchedManifest {
         bytes,
         media_type,
@@ -246,8 +278,13 @@ fn manifest_digest(
     }
 }
 
-/// The manifest's media type: the JSON's own `mediaType` wins over a generic Content-Type.
-fn media_type(bytes: &[u8], what: &str, header_type: String) -> Result<String, FetchError> {
+/// A manifest document's media type: the JSON's own `mediaType` wins over a generic
+/// Content-Type (`header_type`). Pure: no I/O, any bytes.
+pub fn document_media_type(
+    bytes: &[u8],
+    what: &str,
+    header_type: String,
+) -> Result<String, FetchError> {
     #[derive(serde::Deserialize)]
     struct Head {
         #[serde(rename = "schemaVersion", default)]
@@ -264,8 +301,8 @@ fn media_type(bytes: &[u8], what: &str, header_type: String) -> Result<String, F
     })
 }
 
-fn kind_of(m: &FetchedManifest, reference: &Reference) -> Result<Kind, FetchError> {
-    Ok(match m.media_type.as_str() {
+fn kind_of(bytes: &[u8], media_type: &str, reference: &Reference) -> Result<Kind, FetchError> {
+    Ok(match media_type {
         media::OCI_MANIFEST | media::DOCKER_MANIFEST => Kind::Manifest,
         media::OCI_INDEX | media::DOCKER_LIST => Kind::Index,
         media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED => Kind::Schema1,
@@ -276,14 +313,14 @@ fn kind_of(m: &FetchedManifest, reference: &Reference) -> Result<Kind, FetchErro
                 manifests: Option<serde_json::Value>,
                 layers: Option<serde_json::Value>,
             }
-            let s: Shape = parse_json("manifest", &m.bytes)?;
+            let s: Shape = parse_json("manifest", bytes)?;
             match (s.manifests, s.layers) {
                 (Some(_), None) => Kind::Index,
                 (None, Some(_)) => Kind::Manifest,
                 _ => {
                     return Err(FetchError::UnsupportedMediaType {
                         reference: reference.to_string(),
-                        media_type: m.media_type.clone(),
+                        media_type: media_type.to_string(),
                     })
                 }
             }
