@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::Registry;
 use crate::error::{BodyMismatch, FetchError};
-use crate::http::http_error;
+use crate::http::{http_error, within};
 use crate::manifest::{parse_json, BlobDescriptor};
 use crate::options::{Capability, Retry};
 
@@ -589,13 +589,7 @@ pub async fn blob_bytes(
             .await?;
         fetch_into_memory(registry, repository, blob, 0, blob.size, Some(first)).await
     };
-    let limit = registry.options().request_timeout;
-    let buf = tokio::time::timeout(limit, whole)
-        .await
-        .map_err(|_| FetchError::TimedOut {
-            what: what.clone(),
-            limit: limit.as_secs(),
-        })??;
+    let buf = within(registry.options().request_timeout, &what, whole).await?;
     blob.digest
         .verify(&buf)
         .map_err(|source| FetchError::Verify { what, source })?;

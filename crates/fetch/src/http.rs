@@ -2,6 +2,9 @@
 
 use reqwest::{Response, StatusCode};
 
+use std::future::Future;
+use std::time::Duration;
+
 use crate::error::FetchError;
 
 pub(crate) fn http_error(what: &str, url: &str, e: reqwest::Error) -> FetchError {
@@ -60,4 +63,18 @@ pub(crate) async fn error_detail(resp: Response) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// `work` (the fetch of `what`, a small object) if it is done within `limit`.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: &str,
+    work: impl Future<Output = Result<T, FetchError>>,
+) -> Result<T, FetchError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| FetchError::TimedOut {
+            what: what.to_string(),
+            limit: limit.as_secs(),
+        })?
 }

@@ -8,7 +8,7 @@ use rdpull_verify::Digest;
 
 use crate::client::Registry;
 use crate::error::FetchError;
-use crate::http::http_error;
+use crate::http::{http_error, within};
 use crate::options::Capability;
 use crate::platform::Platform;
 use crate::reference::Reference;
@@ -196,13 +196,7 @@ async fn fetch_manifest(
         .and_then(|v| v.parse::<Digest>().ok());
     let limit = reg.options().max_manifest_size;
     let read = read_capped(resp, &what, reference, limit);
-    let time = reg.options().request_timeout;
-    let bytes = tokio::time::timeout(time, read)
-        .await
-        .map_err(|_| FetchError::TimedOut {
-            what: what.clone(),
-            limit: time.as_secs(),
-        })??;
+    let bytes = within(reg.options().request_timeout, &what, read).await?;
     let digest = manifest_digest(&bytes, &what, expected, header_digest)?;
     let media_type = document_media_type(&bytes, &what, header_type)?;
     Ok(FetchedManifest {

@@ -228,13 +228,8 @@ mod tests {
     use super::*;
     use crate::owner::{owner_label, OWNER_LABEL};
     use crate::record::{ImageRecord, LayerRecord};
+    use crate::store::tests::store;
     use crate::ChainId;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let t = tempfile::tempdir().unwrap();
-        let s = Store::open(t.path()).unwrap();
-        (t, s)
-    }
 
     /// Commit `name` on `parent` with one file of `size` bytes.
     fn layer(s: &Store, name: &str, parent: Option<&str>, size: usize) {

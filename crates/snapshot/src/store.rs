@@ -399,10 +399,11 @@ fn bind(source: String, ro: bool) -> Mount {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
+    /// A store in a fresh temporary directory.
+    pub(crate) fn store() -> (tempfile::TempDir, Store) {
         let t = tempfile::tempdir().unwrap();
         let s = Store::open(t.path()).unwrap();
         (t, s)
