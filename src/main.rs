@@ -2,9 +2,9 @@
 //! unpack into overlay snapshots).
 //!
 //! The binary parses arguments ([`cli`]), builds the pipeline's options from them
-//! ([`options`]), dispatches, and renders ([`progress`], the `images` table, the one-line
-//! error). The work is done by `rdpull-pipeline` over `rdpull-fetch`, `rdpull-verify`,
-//! `rdpull-unpack` and `rdpull-snapshot`.
+//! ([`options`]), turns signals into cancellation ([`signals`]), dispatches, and renders
+//! ([`progress`], [`render`], the one-line error). The work is done by `rdpull-pipeline`
+//! over `rdpull-fetch`, `rdpull-verify`, `rdpull-unpack` and `rdpull-snapshot`.
 
 mod cli;
 mod options;
