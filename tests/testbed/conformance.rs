@@ -174,7 +174,10 @@ fn stray_files(top: &Path) -> Vec<String> {
             }
             let known = matches!(parts[0], "store")
                 && (parts.len() == 1
-                    || matches!(parts[1], "metadata.json" | "lock" | "content" | "tmp")
+                    || matches!(
+                        parts[1],
+                        "metadata.json" | "lock" | "lease.lock" | "content" | "tmp"
+                    )
                     || (parts[1] == "snapshots"
                         && (parts.len() <= 3 || matches!(parts[3], "fs" | "work"))));
             if !known {
