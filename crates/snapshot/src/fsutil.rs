@@ -1,8 +1,11 @@
 //! Small filesystem helpers of the store: durability and removal.
 
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{flock, FlockOperation};
 
 use crate::error::{io_err, StoreError};
 
@@ -49,4 +52,17 @@ pub(crate) fn disk_usage(path: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Open (creating) the lock file `path` and take `op` on it; released when the file is
+/// dropped.
+pub(crate) fn lock_file(path: &Path, op: FlockOperation) -> Result<File, StoreError> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path.display()))?;
+    flock(file.as_fd(), op).map_err(|e| io_err(path.display())(e.into()))?;
+    Ok(file)
 }

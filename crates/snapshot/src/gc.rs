@@ -9,14 +9,13 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use rdpull_verify::Digest;
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::FlockOperation;
 
 use crate::error::{io_err, StoreError};
-use crate::fsutil::{disk_usage, remove_dir};
+use crate::fsutil::{disk_usage, lock_file, remove_dir};
 use crate::owner::owner_gone;
 use crate::store::{Kind, Metadata, Store};
 
@@ -43,15 +42,7 @@ pub struct PruneReport {
 
 impl Store {
     fn lease_lock(&self, op: FlockOperation) -> Result<File, StoreError> {
-        let path = self.root().join("lease.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(path.display()))?;
-        flock(file.as_fd(), op).map_err(|e| io_err(path.display())(e.into()))?;
-        Ok(file)
+        lock_file(&self.root().join("lease.lock"), op)
     }
 
     /// Declare a pull in progress until the lease is dropped. Waits while a prune runs.

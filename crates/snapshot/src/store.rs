@@ -11,13 +11,12 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::FlockOperation;
 
 use crate::error::{io_err, StoreError};
-use crate::fsutil::{now_ns, remove_dir, sync_dir};
+use crate::fsutil::{lock_file, now_ns, remove_dir, sync_dir};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,15 +99,7 @@ impl Store {
     }
 
     pub(crate) fn lock(&self) -> Result<Locked<'_>, StoreError> {
-        let lp = self.root.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lp)
-            .map_err(io_err(lp.display()))?;
-        flock(lock.as_fd(), FlockOperation::LockExclusive)
-            .map_err(|e| io_err(lp.display())(e.into()))?;
+        let lock = lock_file(&self.root.join("lock"), FlockOperation::LockExclusive)?;
         let mp = self.root.join("metadata.json");
         let meta = match std::fs::read(&mp) {
             Ok(b) => serde_json::from_slice(&b).map_err(|source| StoreError::Corrupt {
