@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The testbed scripts: `$RDPULL_TESTBED` or `../shared/testbed` beside the checkout.
+#[allow(unused_imports)] // used by the testbed binary only
 pub(crate) use rdpull_testkit::testbed::scripts as testbed;
 
 pub(crate) fn testbed_dir() -> PathBuf {
@@ -71,17 +72,7 @@ pub(crate) fn fails(o: Output) -> String {
 
 /// The testbed's canonical listing of a tree (python3 tree-manifest).
 pub(crate) fn tree_manifest(dir: &Path) -> String {
-    let o = Command::new("python3")
-        .arg(testbed().join("tree-manifest"))
-        .arg(dir)
-        .output()
-        .expect("run tree-manifest");
-    assert!(
-        o.status.success(),
-        "tree-manifest: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    rdpull_testkit::testbed::tree_manifest(dir, &[])
 }
 
 /// Snapshot store state: (committed keys, active keys), from the store's metadata.

@@ -1,7 +1,7 @@
 //! The shared testbed (`../shared/testbed` beside the repository, or `$RDPULL_TESTBED`):
 //! where its scripts are, and running them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The testbed's script directory.
@@ -24,4 +24,21 @@ pub fn run(script: &str, args: &[&str]) {
         .status()
         .unwrap();
     assert!(st.success(), "testbed {script} {args:?} failed");
+}
+
+/// The testbed's canonical listing of the tree `dir` (`tree-manifest`, run by python3),
+/// with extra `args` such as `--mtime`; panics if it fails.
+pub fn tree_manifest(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("python3")
+        .arg(scripts().join("tree-manifest"))
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run tree-manifest");
+    assert!(
+        o.status.success(),
+        "tree-manifest: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
 }

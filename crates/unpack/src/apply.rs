@@ -20,14 +20,21 @@ use rustix::io::Errno;
 use tar::EntryType;
 
 use crate::error::UnpackError;
+use crate::header::{read_header, EntryHeader, Meta};
 use crate::overlay::{is_overlay_xattr, make_whiteout, set_opaque};
 use crate::path::{clean, display, split};
-use crate::pax::{read_sparse_map_v1, PaxMeta, SparseHeader};
+use crate::pax::{read_sparse_map_v1, SparseHeader};
 use crate::root::{clear_slot, os, LayerRoot, Previous};
 use crate::writeback::{start_writeback, WRITEBACK_MIN};
 
 /// Size of the copy buffer for file data.
 const COPY_BUF: usize = 256 << 10;
+
+/// tar-rs's error for long-name or PAX headers that end the archive with no member after
+/// them. GNU tar and Go ignore such a header; `dangling_extension_headers_are_ignored`
+/// pins the text, so an upgrade that rewords it fails there.
+const DANGLING_EXTENSION: &str =
+    "members found describing a future member but no future member found";
 
 /// How to apply a layer.
 #[derive(Clone, Debug)]
@@ -55,15 +62,6 @@ pub struct LayerStats {
     pub implicit_dirs: Vec<String>,
 }
 
-#[derive(Debug)]
-struct Meta {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: (i64, u32),
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
 /// Apply the tar stream `reader` to the existing directory `dir`.
 ///
 /// Reads the archive up to its end marker; the caller drains whatever follows.
@@ -88,8 +86,14 @@ pub fn apply_tar<R: Read>(
     };
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(UnpackError::Tar)? {
-        let entry = entry.map_err(UnpackError::Tar)?;
-        a.entry(entry)?;
+        match entry {
+            Ok(entry) => a.entry(entry)?,
+            Err(e) if e.to_string() == DANGLING_EXTENSION => {
+                tracing::warn!("ignoring a long-name or PAX header with no member after it at the end of the layer");
+                break;
+            }
+            Err(e) => return Err(UnpackError::Tar(e)),
+        }
     }
     a.finish()
 }
@@ -105,34 +109,6 @@ struct Applier {
     dir_times: Vec<(Vec<u8>, (i64, u32))>,
     buf: Vec<u8>,
     stats: LayerStats,
-}
-
-/// An entry's name (the PAX sparse name wins), its metadata (PAX values win over the
-/// header's) and its sparse map, if any.
-fn read_header<R: Read>(
-    e: &mut tar::Entry<'_, R>,
-) -> Result<(Vec<u8>, Meta, Option<SparseHeader>), UnpackError> {
-    let pax = match e.pax_extensions().map_err(UnpackError::Tar)? {
-        Some(records) => PaxMeta::parse(records).map_err(UnpackError::Tar)?,
-        None => PaxMeta::default(),
-    };
-    let raw_path = match pax.sparse.as_ref().and_then(|s| s.name.clone()) {
-        Some(name) => name,
-        None => e.path_bytes().into_owned(),
-    };
-    let rel = clean(&raw_path);
-    let h = e.header();
-    let num = |r: io::Result<u64>| r.map_err(entry_err(&rel, "header"));
-    let meta = Meta {
-        mode: num(h.mode().map(u64::from))? as u32 & 0o7777,
-        uid: pax.uid.map_or_else(|| num(h.uid()), Ok)? as u32,
-        gid: pax.gid.map_or_else(|| num(h.gid()), Ok)? as u32,
-        mtime: pax
-            .mtime
-            .map_or_else(|| num(h.mtime()).map(|t| (t as i64, 0)), Ok)?,
-        xattrs: pax.xattrs,
-    };
-    Ok((raw_path, meta, pax.sparse))
 }
 
 fn entry_err<'a>(rel: &'a [u8], op: &'static str) -> impl FnOnce(io::Error) -> UnpackError + 'a {
@@ -153,14 +129,23 @@ impl Applier {
         if matches!(kind, EntryType::XGlobalHeader) {
             return Ok(());
         }
-        let (raw_path, meta, sparse) = read_header(&mut e)?;
+        let EntryHeader {
+            raw_path,
+            link,
+            meta,
+            dev,
+            sparse,
+        } = read_header(&mut e)?;
         let rel = clean(&raw_path);
         self.stats.entries += 1;
         let (parent, name) = split(&rel);
         if let Some(target) = name.strip_prefix(b".wh.") {
             return self.whiteout(parent, target, &rel, &meta);
         }
+        // A GNU incremental dumpdir ('D') is a directory whose data lists its contents;
+        // extracted outside incremental mode it is just the directory, as GNU tar makes it.
         let is_dir = kind == EntryType::Directory
+            || kind.as_byte() == b'D'
             || (matches!(kind, EntryType::Regular | EntryType::Continuous)
                 && raw_path.ends_with(b"/"));
         if rel.is_empty() && !is_dir {
@@ -169,32 +154,27 @@ impl Applier {
                 why: "a non-directory entry names the layer root".into(),
             });
         }
-        let link_target = |e: &tar::Entry<'_, R>| {
-            e.link_name_bytes()
-                .map(|c| c.into_owned())
-                .unwrap_or_default()
-        };
         match kind {
             _ if is_dir => self.directory(&rel, &meta),
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.file(&rel, &mut e, &meta, sparse)
             }
-            EntryType::Symlink => self.symlink(&rel, &link_target(&e), &meta),
-            EntryType::Link => self.hardlink(&rel, &link_target(&e)),
+            EntryType::Symlink => self.symlink(&rel, &link, &meta),
+            EntryType::Link => self.hardlink(&rel, &link),
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let h = e.header();
-                let major = h.device_major().ok().flatten().unwrap_or(0);
-                let minor = h.device_minor().ok().flatten().unwrap_or(0);
                 let ft = match kind {
                     EntryType::Char => FileType::CharacterDevice,
                     EntryType::Block => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
-                self.special(&rel, ft, rfs::makedev(major, minor), &meta)
+                self.special(&rel, ft, rfs::makedev(dev.0, dev.1), &meta)
             }
             other => Err(UnpackError::Refused {
                 path: display(&rel),
-                why: format!("unsupported tar entry type {other:?}"),
+                why: format!(
+                    "unsupported tar entry type '{}'",
+                    other.as_byte().escape_ascii()
+                ),
             }),
         }
     }

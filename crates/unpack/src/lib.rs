@@ -14,6 +14,7 @@
 mod apply;
 mod compression;
 mod error;
+mod header;
 mod layer;
 pub mod overlay;
 mod path;

@@ -9,6 +9,8 @@ pub(crate) struct PaxMeta {
     pub uid: Option<u64>,
     pub gid: Option<u64>,
     pub mtime: Option<(i64, u32)>,
+    /// An `mtime` record that is not a time, ignored (GNU tar warns and goes on).
+    pub bad_mtime: Option<String>,
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     pub sparse: Option<SparseHeader>,
 }
@@ -101,7 +103,10 @@ impl PaxMeta {
             match key {
                 b"uid" => m.uid = Some(pax_number(key, val)?),
                 b"gid" => m.gid = Some(pax_number(key, val)?),
-                b"mtime" => m.mtime = Some(parse_time(val)?),
+                b"mtime" => match parse_time(val) {
+                    Ok(t) => m.mtime = Some(t),
+                    Err(_) => m.bad_mtime = Some(String::from_utf8_lossy(val).into_owned()),
+                },
                 _ if key.starts_with(b"GNU.sparse.") => {
                     is_sparse |= sparse.record(key, val, &mut pending_offset)?;
                 }

@@ -332,6 +332,37 @@ fn symlink_loops_and_files_as_parents_fail_cleanly() {
 }
 
 #[test]
+fn dangling_extension_headers_are_ignored_and_unknown_types_named() {
+    skip_unless_root!();
+    // A PAX header, then a GNU long name, each with no member after it (tar-rs errors;
+    // GNU tar and Go end the archive there). This pins the tar-rs text rdpull matches.
+    for tail in [
+        Tar::default().pax(&[("path", b"ghost")]).finish(),
+        Tar::default().gnu_long_name(b"ghost").finish(),
+    ] {
+        let s = sandbox();
+        let mut t = Tar::default();
+        t.file("kept", b"k");
+        let mut data = t.finish();
+        data.truncate(data.len() - 1024);
+        data.extend_from_slice(&tail);
+        let stats = apply(&data, &s.layer).unwrap();
+        assert_eq!(stats.entries, 1);
+        assert_eq!(listing(&s.layer), ["/kept f 0644 0:0 k"], "{}", tail[156]);
+    }
+
+    let s = sandbox();
+    let mut t = Tar::default();
+    t.entry(Hdr {
+        name: b"tape",
+        typ: b'M',
+        ..Default::default()
+    });
+    let e = apply(&t.finish(), &s.layer).unwrap_err().to_string();
+    assert_eq!(e, "/tape: refused: unsupported tar entry type 'M'");
+}
+
+#[test]
 fn pax_sparse_1_0() {
     skip_unless_root!();
     let s = sandbox();
