@@ -77,35 +77,66 @@ pub(crate) fn inspect(out: &mut impl Write, details: &[ImageDetails]) -> io::Res
     writeln!(out, "{json}")
 }
 
-/// `rdpull history`: newest step first; the top row names the image (its config
-/// digest), the others `<missing>`, as for a pulled image in docker.
+/// `rdpull history`: the config's history as `docker history` shows it, newest first,
+/// the image id on the newest step; `no_trunc` shows full ids and commands.
 pub(crate) fn history(
     out: &mut impl Write,
     details: &ImageDetails,
     no_trunc: bool,
 ) -> io::Result<()> {
-    let id = &details.config_digest.hex()[..12];
+    let steps: Vec<HistoryEntry> = details.history();
+    let rows: Vec<HistoryRow<'_>> = steps
+        .iter()
+        .rev()
+        .map(|step| HistoryRow {
+            created: step.created.as_deref(),
+            created_by: &step.created_by,
+            size: step.layer.map_or(0, |l| details.layers[l].unpacked_size),
+            comment: &step.comment,
+        })
+        .collect();
+    let id = if no_trunc {
+        details.config_digest.to_string()
+    } else {
+        details.config_digest.hex()[..12].to_string()
+    };
+    write_history(out, &id, &rows, no_trunc)
+}
+
+/// One row of `history`, newest first.
+struct HistoryRow<'a> {
+    created: Option<&'a str>,
+    created_by: &'a str,
+    size: u64,
+    comment: &'a str,
+}
+
+fn write_history(
+    out: &mut impl Write,
+    id: &str,
+    rows: &[HistoryRow<'_>],
+    no_trunc: bool,
+) -> io::Result<()> {
+    let id_width = id.len().max(12);
     writeln!(
         out,
-        "{:<12}   {:<15} {:<45} {:>8}   COMMENT",
+        "{:<id_width$}   {:<15} {:<45} {:>8}   COMMENT",
         "IMAGE", "CREATED", "CREATED BY", "SIZE"
     )?;
-    let steps: Vec<HistoryEntry> = details.history();
-    for (n, step) in steps.iter().rev().enumerate() {
-        let size = step.layer.map_or(0, |l| details.layers[l].unpacked_size);
+    for (n, row) in rows.iter().enumerate() {
         let created_by = if no_trunc {
-            step.created_by.clone()
+            row.created_by.to_string()
         } else {
-            ellipsis(&step.created_by, 45)
+            ellipsis(row.created_by, 45)
         };
         writeln!(
             out,
-            "{:<12}   {:<15} {:<45} {:>8}   {}",
+            "{:<id_width$}   {:<15} {:<45} {:>8}   {}",
             if n == 0 { id } else { "<missing>" },
-            step.created.as_deref().map_or("N/A".into(), ago),
+            row.created.map_or("N/A".into(), ago),
             created_by,
-            human_size(size),
-            step.comment
+            human_size(row.size),
+            row.comment
         )?;
     }
     Ok(())
@@ -225,5 +256,50 @@ mod tests {
         assert_eq!(ago("1970-01-01T00:00:00Z").split(' ').nth(1), Some("years"));
         assert_eq!(ellipsis("abcdef", 4), "abc…");
         assert_eq!(ellipsis("abc", 4), "abc");
+    }
+
+    #[test]
+    fn history_truncates_commands_unless_asked_not_to() {
+        let long = "/bin/sh -c apt-get update && apt-get install -y ca-certificates curl";
+        let rows = [
+            HistoryRow {
+                created: None,
+                created_by: long,
+                size: 5012,
+                comment: "newest",
+            },
+            HistoryRow {
+                created: None,
+                created_by: "short",
+                size: 0,
+                comment: "",
+            },
+        ];
+        let show = |id: &str, no_trunc: bool| {
+            let mut out = Vec::new();
+            write_history(&mut out, id, &rows, no_trunc).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let id = "0123456789ab";
+        assert_eq!(
+            show(id, false),
+            format!(
+                "IMAGE          CREATED         CREATED BY                                        SIZE   COMMENT\n\
+                 {id}   N/A             {:<45}   5.01kB   newest\n\
+                 <missing>      N/A             short                                               0B   \n",
+                format!("{}…", &long[..44])
+            )
+        );
+        let full = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        let out = show(&full, true);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[1],
+            format!("{full}   N/A             {long}   5.01kB   newest")
+        );
+        assert!(
+            lines[2].starts_with(&format!("{:<71}   N/A", "<missing>")),
+            "{out}"
+        );
     }
 }

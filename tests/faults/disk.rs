@@ -1,6 +1,8 @@
 //! Full disks: a pull that runs out of space fails with one line naming the path, gives
 //! the space back before it rewrites any metadata, leaves the store consistent, and the
-//! next pull after space is freed succeeds.
+//! next pull after space is freed succeeds. A read-only store fails the same way.
+//! (EIO and EDQUOT take the same path; this kernel has neither device-mapper nor quota
+//! support to produce them.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,4 +85,59 @@ fn a_full_disk_fails_the_pull_naming_the_path_and_gives_the_space_back() {
             &format!("/big f 0644 0:0 <{} bytes>", 24 << 20)
         ]
     );
+}
+
+/// The store's `snapshots` directory read-only (a bind mount), unmounted on drop.
+struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    fn new(dir: &Path) -> ReadOnly {
+        for args in [&["--bind"][..], &["-o", "remount,bind,ro"]] {
+            let st = Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount {args:?} {}", dir.display());
+        }
+        ReadOnly(dir.to_path_buf())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_store_fails_the_pull_naming_the_path_and_keeps_what_was_committed() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    let base = one_file_layer("base", b"b");
+    reg.push("base", "v1", std::slice::from_ref(&base));
+    reg.push("app", "v1", &[base, one_file_layer("app", b"a")]);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    ok(pull(&reg, &root, "base:v1"));
+    let e = {
+        let _ro = ReadOnly::new(&root.join("snapshots"));
+        fails(pull(&reg, &root, "app:v1"))
+    };
+    assert_eq!(
+        e,
+        format!(
+            "rdpull: error: {}/snapshots/2/fs: Read-only file system (os error 30)",
+            root.display()
+        )
+    );
+    let (committed, active) = snapshots(&root);
+    assert_eq!((committed.len(), active.len()), (1, 0));
+    assert_clean(&root);
+
+    ok(pull(&reg, &root, "app:v1"));
+    let dir = tmp.path().join("rootfs");
+    unpack(&reg, &root, "app:v1", &dir);
+    assert_eq!(listing(&dir), ["/app f 0644 0:0 a", "/base f 0644 0:0 b"]);
 }
