@@ -150,6 +150,9 @@ pub(crate) fn prune(out: &mut impl Write, report: &PruneReport) -> io::Result<()
     for b in &report.blobs {
         writeln!(out, "Deleted blob: {b}")?;
     }
+    for b in &report.partial_downloads {
+        writeln!(out, "Deleted partial download: {b}")?;
+    }
     if report.orphan_dirs > 0 {
         writeln!(
             out,

@@ -6,7 +6,7 @@
 //! and hostile layers stay inside), [`interruption`] (failures and kills leave nothing
 //! half-committed and keep what was committed), [`concurrency`] (several processes on
 //! one root), [`crash`] (SIGKILL at many points), [`disk`] (a full disk), [`network`] (downloads that survive the
-//! network).
+//! network), [`resume`] (a killed pull's bytes kept and continued).
 // A test is one scenario, steps and assertions in order; splitting it would hide it.
 #![allow(clippy::too_many_lines)]
 
@@ -19,10 +19,11 @@ mod crash;
 mod disk;
 mod interruption;
 mod network;
+mod resume;
 
 use common::{fails, ok, rdpull, snapshot_dirs, snapshots, stdout};
 use rdpull_testkit::registry::{
-    gzip, one_file_layer, sha256, FakeRegistry, Pushed, Reply, LAYER_GZIP, OCI_MANIFEST,
+    gzip, one_file_layer, sha256, FakeRegistry, Fault, Pushed, Reply, LAYER_GZIP, OCI_MANIFEST,
 };
 use rdpull_testkit::skip_unless_root;
 use rdpull_testkit::{listing, Tar};

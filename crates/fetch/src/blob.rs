@@ -163,11 +163,30 @@ impl BlobStream {
         blob: &BlobDescriptor,
         budget: &StreamBudget,
     ) -> Result<BlobStream, FetchError> {
+        BlobStream::open_from(registry, repository, blob, 0, budget).await
+    }
+
+    /// [`BlobStream::open`] for the bytes of `blob` from offset `start` on (the caller
+    /// has the ones before it): the stream yields bytes `start..size`.
+    pub async fn open_from(
+        registry: &Arc<Registry>,
+        repository: &str,
+        blob: &BlobDescriptor,
+        start: u64,
+        budget: &StreamBudget,
+    ) -> Result<BlobStream, FetchError> {
+        if start >= blob.size {
+            // Nothing left to fetch: an empty stream, and no request.
+            let (_, rx) = mpsc::channel(1);
+            return Ok(BlobStream { rx });
+        }
         let permit = budget.acquire().await;
         let chunks = &registry.options().chunks;
-        let chunked = blob.size >= chunks.min_size && chunks.window > 1 && chunks.chunk_size > 0;
+        let chunked = blob.size - start >= chunks.min_size.max(1)
+            && chunks.window > 1
+            && chunks.chunk_size > 0;
         let first_end = if chunked {
-            chunks.chunk_size.min(blob.size)
+            (start + chunks.chunk_size).min(blob.size)
         } else {
             blob.size
         };
@@ -175,7 +194,7 @@ impl BlobStream {
         let first = registry
             .retrying(&what, || {
                 let ask = if chunked { Ask::Probe } else { Ask::Stream };
-                open(registry, repository, blob, 0, first_end, ask)
+                open(registry, repository, blob, start, first_end, ask)
             })
             .await?;
         // A server that ignores Range answers 200 with the whole body: one stream then.
@@ -190,18 +209,10 @@ impl BlobStream {
         tokio::spawn(async move {
             let _permit = permit;
             let result = if chunked {
-                fetch_chunked(&reg, &repo, &blob, first, &tx, &budget).await
+                fetch_chunked(&reg, &repo, &blob, start, first, &tx, &budget).await
             } else {
-                fetch_range(
-                    &reg,
-                    &repo,
-                    &blob,
-                    0,
-                    blob.size,
-                    Some(first),
-                    &mut Sink::Channel(&tx),
-                )
-                .await
+                let mut sink = Sink::Channel(&tx);
+                fetch_range(&reg, &repo, &blob, start, blob.size, Some(first), &mut sink).await
             };
             if let Err(Failure::Fetch(e)) = result {
                 let _ = tx.send(Err(e)).await;
@@ -454,12 +465,13 @@ async fn fetch_chunked(
     registry: &Arc<Registry>,
     repository: &str,
     blob: &BlobDescriptor,
+    start: u64,
     first: Response,
     tx: &mpsc::Sender<Result<Bytes, FetchError>>,
     budget: &StreamBudget,
 ) -> Result<(), Failure> {
     let policy = registry.options().chunks.clone();
-    let ranges: Vec<(u64, u64)> = (0..blob.size)
+    let ranges: Vec<(u64, u64)> = (start..blob.size)
         .step_by(policy.chunk_size as usize)
         .map(|s| (s, (s + policy.chunk_size).min(blob.size)))
         .collect();

@@ -13,7 +13,18 @@ use rdpull_fetch::{
 use rdpull_testkit::registry::{FakeRegistry, Fault};
 
 async fn download(reg: &FakeRegistry, data: &[u8], chunks: ChunkPolicy, streams: usize) -> Vec<u8> {
-    let mut stream = open(reg, data, chunks, streams).await;
+    download_from(reg, data, 0, chunks, streams).await
+}
+
+/// Bytes `start..` of `data`, downloaded.
+async fn download_from(
+    reg: &FakeRegistry,
+    data: &[u8],
+    start: u64,
+    chunks: ChunkPolicy,
+    streams: usize,
+) -> Vec<u8> {
+    let mut stream = open(reg, data, start, chunks, streams).await;
     let mut out = Vec::with_capacity(data.len());
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk.unwrap());
@@ -21,8 +32,14 @@ async fn download(reg: &FakeRegistry, data: &[u8], chunks: ChunkPolicy, streams:
     out
 }
 
-/// Start downloading `data` (put into `reg` first) under a budget of `streams`.
-async fn open(reg: &FakeRegistry, data: &[u8], chunks: ChunkPolicy, streams: usize) -> BlobStream {
+/// Start downloading `data` (put into `reg` first) from `start` under a budget of `streams`.
+async fn open(
+    reg: &FakeRegistry,
+    data: &[u8],
+    start: u64,
+    chunks: ChunkPolicy,
+    streams: usize,
+) -> BlobStream {
     let digest = reg.put_blob("r", data);
     let reference: Reference = format!("{}/r:t", reg.addr).parse().unwrap();
     let options = ClientOptions {
@@ -43,7 +60,7 @@ async fn open(reg: &FakeRegistry, data: &[u8], chunks: ChunkPolicy, streams: usi
         media_type: "application/octet-stream".into(),
     };
     let budget = StreamBudget::new(streams, chunks_memory);
-    BlobStream::open(&registry, "r", &desc, &budget)
+    BlobStream::open_from(&registry, "r", &desc, start, &budget)
         .await
         .unwrap()
 }
@@ -61,6 +78,7 @@ proptest! {
         delays in proptest::collection::vec(0u64..20, 0..12),
         truncations in proptest::collection::vec(proptest::option::of(1usize..50_000), 0..6),
         seed in any::<u64>(),
+        start in proptest::option::of(0usize..1_600_000),
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
         let reg = FakeRegistry::start();
@@ -76,9 +94,12 @@ proptest! {
         }
         reg.faults(&path, faults);
         let policy = ChunkPolicy { min_size: 1, chunk_size, window, memory };
-        let got = rt.block_on(download(&reg, &data, policy, streams));
-        prop_assert_eq!(got.len(), data.len());
-        prop_assert!(got == data, "reassembled bytes differ");
+        // Some downloads continue from an offset, as a resumed layer does (past the end
+        // included: nothing is fetched then).
+        let start = start.unwrap_or(0).min(size);
+        let got = rt.block_on(download_from(&reg, &data, start as u64, policy, streams));
+        prop_assert_eq!(got.len(), data.len() - start);
+        prop_assert!(got == data[start..], "reassembled bytes differ");
     }
 }
 
@@ -118,7 +139,7 @@ async fn prefetch_stays_within_the_memory_budget() {
             window: 4,
             memory,
         };
-        let mut stream = open(&reg, &data, policy, 8).await;
+        let mut stream = open(&reg, &data, 0, policy, 8).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while reg.hits(&path) < 1 + prefetches && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,15 +1,24 @@
 //! One missing layer: its blob streamed from the registry into the unpacker, which
 //! verifies and applies it into an active snapshot directory.
+//!
+//! The received compressed bytes are kept in the store's ingest file for the blob as the
+//! unpacker reads them. A pull that stops on a download failure, a signal or a crash
+//! leaves them there; the next pull replays them into the unpacker and continues the
+//! download with `Range` from where they end. Both digests are still checked over the
+//! whole layer; kept bytes that do not verify are dropped and the layer fetched again.
 
+use std::fs::File;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rdpull_fetch::{BlobDescriptor, BlobStream, Registry, StreamBudget};
-use rdpull_unpack::{unpack_layer, ApplyOptions, LayerDescriptor};
+use rdpull_snapshot::Ingest;
+use rdpull_unpack::{unpack_layer, ApplyOptions, LayerDescriptor, LayerStats, UnpackError};
 use rdpull_verify::Digest;
 use tokio::sync::{mpsc, watch};
 
@@ -36,7 +45,12 @@ pub(crate) struct LayerJob {
     pub(crate) cancelled: watch::Receiver<bool>,
     /// When the pull started, for phase timings in the log.
     pub(crate) t0: Instant,
+    /// The blob's partial download, if this pull holds it.
+    pub(crate) ingest: Option<Ingest>,
 }
+
+/// What one attempt at a layer gave: the unpacker's result, and the ingest back.
+type Attempt = (Result<LayerStats, UnpackError>, Option<Ingest>);
 
 /// The error a download hands the unpacker when the pull was cancelled.
 #[derive(Debug, thiserror::Error)]
@@ -55,31 +69,86 @@ impl LayerJob {
 
     /// Download, verify and apply the layer. On success both digests matched and the
     /// directory holds the layer; the commit is the caller's.
-    pub(crate) async fn run(self) -> Result<(), PullError> {
+    pub(crate) async fn run(mut self) -> Result<(), PullError> {
+        let ingest = self.ingest.take();
+        let from = ingest.as_ref().map_or(0, Ingest::kept);
+        let (mut unpacked, mut ingest) = self.attempt(ingest, from).await?;
+        let bad_prefix = match &unpacked {
+            Err(e) if from > 0 && !is_download_failure(e) => Some(e.to_string()),
+            _ => None,
+        };
+        if let Some(e) = bad_prefix {
+            tracing::warn!(
+                "layer {}/{}: the {from} bytes kept from an earlier pull do not verify ({e}); \
+                 fetching the layer again",
+                self.index + 1,
+                self.count
+            );
+            if let Some(i) = &ingest {
+                i.file()
+                    .set_len(0)
+                    .map_err(|e| self.failed(UnpackError::Source(e)))?;
+            }
+            empty_dir(&self.dir).map_err(|e| self.failed(UnpackError::Source(e)))?;
+            (unpacked, ingest) = self.attempt(ingest, 0).await?;
+        }
+        match unpacked {
+            Ok(_) => {
+                if let Some(i) = ingest {
+                    if let Err(e) = i.discard() {
+                        tracing::warn!("{e}");
+                    }
+                }
+            }
+            // Kept for the next pull: what arrived is a good prefix as far as we know.
+            Err(e) if is_download_failure(&e) => return Err(self.failed(e)),
+            Err(e) => {
+                if let Some(i) = ingest {
+                    let _ = i.discard();
+                }
+                return Err(self.failed(e));
+            }
+        }
+        self.reporter.layer(self.index, LayerState::Verifying);
+        Ok(())
+    }
+
+    /// Download bytes `from..` and unpack them after the `from` bytes kept in `ingest`.
+    async fn attempt(&self, ingest: Option<Ingest>, from: u64) -> Result<Attempt, PullError> {
         let mut cancelled = self.cancelled.clone();
-        let opened = BlobStream::open(&self.registry, &self.repository, &self.blob, &self.budget);
+        let opened = BlobStream::open_from(
+            &self.registry,
+            &self.repository,
+            &self.blob,
+            from,
+            &self.budget,
+        );
         let stream = tokio::select! {
             s = opened => s.map_err(|e| self.failed(e))?,
             _ = cancelled.wait_for(|c| *c) => return Err(PullError::Cancelled),
         };
+        if from > 0 {
+            tracing::info!(
+                "layer {}/{}: continuing the download at byte {from}",
+                self.index + 1,
+                self.count
+            );
+        }
         self.reporter.layer(self.index, LayerState::Downloading);
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_PIECES);
-        let download = self.forward(stream, tx, cancelled);
-        let unpack = self.spawn_unpack(rx);
+        let download = self.forward(stream, from, tx, cancelled);
+        let reader = KeepingReader::new(ChannelReader::new(rx), ingest, from);
+        let unpack = self.spawn_unpack(reader);
         let ((), unpacked) = tokio::join!(download, unpack);
         tracing::info!(
-            "{} ms: layer {} unpacked and verified",
+            "{} ms: layer {} unpacked",
             self.t0.elapsed().as_millis(),
             self.index + 1
         );
-        unpacked
-            .map_err(|source| PullError::Task {
-                what: "unpack task",
-                source,
-            })?
-            .map_err(|e| self.failed(e))?;
-        self.reporter.layer(self.index, LayerState::Verifying);
-        Ok(())
+        unpacked.map_err(|source| PullError::Task {
+            what: "unpack task",
+            source,
+        })
     }
 
     /// Send the body to the unpacker until it ends, fails, or the pull is cancelled; then
@@ -87,10 +156,11 @@ impl LayerJob {
     async fn forward(
         &self,
         mut stream: BlobStream,
+        from: u64,
         tx: mpsc::Sender<io::Result<Bytes>>,
         mut cancelled: watch::Receiver<bool>,
     ) {
-        let mut got = 0u64;
+        let mut got = from;
         loop {
             let item = tokio::select! {
                 piece = stream.next() => match piece {
@@ -118,12 +188,9 @@ impl LayerJob {
         }
     }
 
-    /// The unpacker, on a blocking thread, reading what [`LayerJob::forward`] sends.
-    fn spawn_unpack(
-        &self,
-        rx: mpsc::Receiver<io::Result<Bytes>>,
-    ) -> tokio::task::JoinHandle<Result<rdpull_unpack::LayerStats, rdpull_unpack::UnpackError>>
-    {
+    /// The unpacker, on a blocking thread, reading the kept bytes and then what
+    /// [`LayerJob::forward`] sends.
+    fn spawn_unpack(&self, mut reader: KeepingReader) -> tokio::task::JoinHandle<Attempt> {
         let blob = self.blob.clone();
         let (diff_id, dir) = (self.diff_id.clone(), self.dir.clone());
         tokio::task::spawn_blocking(move || {
@@ -133,8 +200,84 @@ impl LayerJob {
                 media_type: &blob.media_type,
                 diff_id: &diff_id,
             };
-            unpack_layer(ChannelReader::new(rx), &d, &dir, &ApplyOptions::default())
+            let unpacked = unpack_layer(&mut reader, &d, &dir, &ApplyOptions::default());
+            (unpacked, reader.ingest)
         })
+    }
+}
+
+/// The layer failed because its bytes stopped coming (a network error, a cancelled
+/// pull), not because they were wrong: what was kept is still a good prefix.
+fn is_download_failure(e: &UnpackError) -> bool {
+    matches!(e, UnpackError::Source(_))
+}
+
+/// Remove everything in `dir`, keeping the directory and its mode.
+fn empty_dir(dir: &Path) -> io::Result<()> {
+    let mode = std::fs::metadata(dir)?.permissions();
+    std::fs::remove_dir_all(dir)?;
+    std::fs::create_dir(dir)?;
+    std::fs::set_permissions(dir, mode)
+}
+
+/// The blob's bytes for the unpacker: first the ones kept in the ingest file, then the
+/// download's, which it appends to the file as they are read. A write that fails (a full
+/// disk) stops the keeping, not the layer.
+struct KeepingReader {
+    ingest: Option<Ingest>,
+    /// Read position in the kept prefix, and its end.
+    replayed: u64,
+    kept: u64,
+    /// Where the next downloaded byte goes in the file.
+    written: u64,
+    keeping: bool,
+    network: ChannelReader,
+}
+
+impl KeepingReader {
+    fn new(network: ChannelReader, ingest: Option<Ingest>, kept: u64) -> KeepingReader {
+        KeepingReader {
+            keeping: ingest.is_some(),
+            ingest,
+            replayed: 0,
+            kept,
+            written: kept,
+            network,
+        }
+    }
+
+    fn file(&self) -> Option<&File> {
+        self.ingest.as_ref().map(Ingest::file)
+    }
+}
+
+impl Read for KeepingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.replayed < self.kept {
+            let file = self.file().expect("bytes are kept only in an ingest file");
+            let want = (self.kept - self.replayed).min(buf.len() as u64) as usize;
+            let n = file.read_at(&mut buf[..want], self.replayed)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the kept bytes of the blob were cut short",
+                ));
+            }
+            self.replayed += n as u64;
+            return Ok(n);
+        }
+        let n = self.network.read(buf)?;
+        if self.keeping && n > 0 {
+            let file = self.file().expect("keeping needs an ingest file");
+            match file.write_all_at(&buf[..n], self.written) {
+                Ok(()) => self.written += n as u64,
+                Err(e) => {
+                    tracing::debug!("not keeping the downloaded bytes any more: {e}");
+                    self.keeping = false;
+                }
+            }
+        }
+        Ok(n)
     }
 }
 

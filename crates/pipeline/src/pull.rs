@@ -305,7 +305,8 @@ impl<'a> Layers<'a> {
             let parent = i.checked_sub(1).map(|p| chain[p].to_string());
             let info = self.store.prepare(&key, parent.as_deref(), labels)?;
             self.prepared.insert(i, key);
-            let job = self.job(i, self.store.fs_path(&info));
+            let mut job = self.job(i, self.store.fs_path(&info));
+            job.ingest = self.store.ingest(&layers[i].digest, layers[i].size)?;
             self.tasks.spawn(async move { (i, job.run().await) });
         }
         Ok(())
@@ -325,6 +326,7 @@ impl<'a> Layers<'a> {
             reporter: self.reporter.clone(),
             cancelled: self.cancel.subscribe(),
             t0: self.t0,
+            ingest: None,
         }
     }
 

@@ -19,6 +19,10 @@ use crate::fsutil::{disk_usage, lock_file, remove_dir};
 use crate::owner::owner_gone;
 use crate::store::{Kind, Metadata, Store};
 
+/// Partial downloads untouched for this long are removed by a prune: the pull that would
+/// have continued them is not coming back.
+const PARTIAL_DOWNLOAD_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Held by a pull while it uses the store; [`Store::prune`] waits until none is held.
 #[derive(Debug)]
 pub struct Lease {
@@ -34,6 +38,8 @@ pub struct PruneReport {
     pub snapshots: Vec<String>,
     /// Blobs (manifests, indexes, configs) no image refers to.
     pub blobs: Vec<Digest>,
+    /// Partial downloads no pull had written to for a day.
+    pub partial_downloads: Vec<Digest>,
     /// Snapshot directories the metadata did not know (left by a crash).
     pub orphan_dirs: usize,
     /// Disk space given back, in bytes (allocated blocks).
@@ -54,8 +60,8 @@ impl Store {
 
     /// Remove the snapshots no image needs (committed layers outside every image's chain
     /// and outside the chains that active snapshots build on; active snapshots of dead
-    /// owners), the blobs no image refers to, and orphan snapshot directories. Waits for
-    /// running pulls first.
+    /// owners), the blobs no image refers to, orphan snapshot directories, and partial
+    /// downloads a day old. Waits for running pulls first.
     pub fn prune(&self) -> Result<PruneReport, StoreError> {
         let _exclusive = self.lease_lock(FlockOperation::LockExclusive)?;
         let mut l = self.lock()?;
@@ -86,6 +92,9 @@ impl Store {
         };
         self.remove_unknown_dirs(&known_ids, next_id, &doomed, &mut report)?;
         self.remove_unwanted_blobs(&wanted_blobs, &mut report)?;
+        let (partial, bytes) = self.remove_partial_downloads(PARTIAL_DOWNLOAD_AGE)?;
+        report.partial_downloads = partial;
+        report.bytes_freed += bytes;
         Ok(report)
     }
 

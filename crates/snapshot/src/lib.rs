@@ -4,7 +4,8 @@
 //! containerd's snapshotter ([`Store`]: key, parent, kind, labels, timestamps; prepare,
 //! view, commit, remove, mounts), addressed by [`ChainId`] for committed layers so that a
 //! layer already present is never fetched again; image records ([`ImageRecord`]); a small
-//! content store for manifests and configs; and [`flatten`], which turns a chain of
+//! content store for manifests and configs; partial downloads of layer blobs
+//! ([`Store::ingest`]), so that an interrupted pull continues where it stopped; and [`flatten`], which turns a chain of
 //! overlay-format snapshot directories into one plain rootfs; and the lifecycle of what
 //! it holds: removing image records, [`Store::prune`] of what no image or running pull
 //! (holding a [`Lease`]) uses, and [`Store::inspect`]. It does not fetch or unpack
@@ -16,6 +17,7 @@ mod flatten;
 mod fsutil;
 mod gc;
 mod images;
+mod ingest;
 pub mod owner;
 mod record;
 mod store;
@@ -25,6 +27,7 @@ pub use chain::ChainId;
 pub use error::StoreError;
 pub use flatten::{flatten, flatten_until, FlattenStats};
 pub use gc::{Lease, PruneReport};
+pub use ingest::{Ingest, PartialDownload};
 pub use record::{HistoryEntry, ImageDetails, ImageRecord, LayerDetails, LayerRecord};
 pub use store::{Info, Kind, Mount, Store};
 pub use writeback::Writeback;
