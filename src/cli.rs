@@ -115,6 +115,10 @@ pub(crate) struct Global {
     /// Bytes that prefetched chunks, of all layers together, may hold at once.
     #[arg(long, global = true, default_value_t = ChunkPolicy::default().memory)]
     pub(crate) chunk_memory: u64,
+    /// Keep each downloaded layer blob in the store (for `save`, and to unpack again
+    /// without the network); `prune` removes those no image uses.
+    #[arg(long, global = true, env = "RDPULL_KEEP_BLOBS")]
+    pub(crate) keep_blobs: bool,
     /// Print only the image reference (pull, unpack) or manifest digests (images).
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,

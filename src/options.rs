@@ -49,6 +49,7 @@ pub(crate) fn pull(g: &Global, cancel: &CancellationToken) -> Result<PullOptions
             ..ClientOptions::default()
         },
         cancel: cancel.clone(),
+        keep_blobs: g.keep_blobs,
     })
 }
 

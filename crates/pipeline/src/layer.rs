@@ -6,6 +6,8 @@
 //! leaves them there; the next pull replays them into the unpacker and continues the
 //! download with `Range` from where they end. Both digests are still checked over the
 //! whole layer; kept bytes that do not verify are dropped and the layer fetched again.
+//! A layer blob the content store keeps whole (`--keep-blobs`) is unpacked from there
+//! with no request at all.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -17,7 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rdpull_fetch::{BlobDescriptor, BlobStream, Registry, StreamBudget};
-use rdpull_snapshot::Ingest;
+use rdpull_snapshot::{Ingest, Store, StoreError};
 use rdpull_unpack::{unpack_layer, ApplyOptions, LayerDescriptor, LayerStats, UnpackError};
 use rdpull_verify::Digest;
 use tokio::sync::{mpsc, watch};
@@ -45,8 +47,33 @@ pub(crate) struct LayerJob {
     pub(crate) cancelled: watch::Receiver<bool>,
     /// When the pull started, for phase timings in the log.
     pub(crate) t0: Instant,
-    /// The blob's partial download, if this pull holds it.
-    pub(crate) ingest: Option<Ingest>,
+    pub(crate) store: Arc<Store>,
+    /// What the store keeps of the blob.
+    pub(crate) kept: Kept,
+    /// Move the completed download into the content store instead of deleting it.
+    pub(crate) keep_blob: bool,
+}
+
+/// What the store keeps of a layer's blob when its pull starts.
+pub(crate) enum Kept {
+    /// The whole blob, in the content store.
+    Blob(File),
+    /// Its partial download, which this pull holds, to continue and extend.
+    Partial(Ingest),
+    /// Another running pull holds the partial download: this one keeps nothing.
+    Nothing,
+}
+
+impl Kept {
+    pub(crate) fn find(store: &Store, blob: &BlobDescriptor) -> Result<Kept, StoreError> {
+        if let Some(file) = store.kept_blob(&blob.digest, blob.size)? {
+            return Ok(Kept::Blob(file));
+        }
+        Ok(match store.ingest(&blob.digest, blob.size)? {
+            Some(ingest) => Kept::Partial(ingest),
+            None => Kept::Nothing,
+        })
+    }
 }
 
 /// What one attempt at a layer gave: the unpacker's result, and the ingest back.
@@ -70,9 +97,18 @@ impl LayerJob {
     /// Download, verify and apply the layer. On success both digests matched and the
     /// directory holds the layer; the commit is the caller's.
     pub(crate) async fn run(mut self) -> Result<(), PullError> {
-        let ingest = self.ingest.take();
-        let from = ingest.as_ref().map_or(0, Ingest::kept);
-        let (mut unpacked, mut ingest) = self.attempt(ingest, from).await?;
+        let io = |e: io::Error| UnpackError::Source(e);
+        let (prefix, ingest, whole) = match std::mem::replace(&mut self.kept, Kept::Nothing) {
+            Kept::Blob(file) => (Some((file, self.blob.size)), None, true),
+            Kept::Partial(i) if i.kept() > 0 => {
+                let file = i.file().try_clone().map_err(|e| self.failed(io(e)))?;
+                (Some((file, i.kept())), Some(i), false)
+            }
+            Kept::Partial(i) => (None, Some(i), false),
+            Kept::Nothing => (None, None, false),
+        };
+        let from = prefix.as_ref().map_or(0, |p| p.1);
+        let (mut unpacked, mut ingest) = self.attempt(prefix, ingest, from).await?;
         let bad_prefix = match &unpacked {
             Err(e) if from > 0 && !is_download_failure(e) => Some(e.to_string()),
             _ => None,
@@ -84,22 +120,18 @@ impl LayerJob {
                 self.index + 1,
                 self.count
             );
-            if let Some(i) = &ingest {
-                i.file()
-                    .set_len(0)
-                    .map_err(|e| self.failed(UnpackError::Source(e)))?;
+            if whole {
+                self.store.remove_kept_blob(&self.blob.digest)?;
+                ingest = self.store.ingest(&self.blob.digest, self.blob.size)?;
             }
-            empty_dir(&self.dir).map_err(|e| self.failed(UnpackError::Source(e)))?;
-            (unpacked, ingest) = self.attempt(ingest, 0).await?;
+            if let Some(i) = &ingest {
+                i.file().set_len(0).map_err(|e| self.failed(io(e)))?;
+            }
+            empty_dir(&self.dir).map_err(|e| self.failed(io(e)))?;
+            (unpacked, ingest) = self.attempt(None, ingest, 0).await?;
         }
         match unpacked {
-            Ok(_) => {
-                if let Some(i) = ingest {
-                    if let Err(e) = i.discard() {
-                        tracing::warn!("{e}");
-                    }
-                }
-            }
+            Ok(_) => self.finish_kept(ingest),
             // Kept for the next pull: what arrived is a good prefix as far as we know.
             Err(e) if is_download_failure(&e) => return Err(self.failed(e)),
             Err(e) => {
@@ -113,8 +145,28 @@ impl LayerJob {
         Ok(())
     }
 
-    /// Download bytes `from..` and unpack them after the `from` bytes kept in `ingest`.
-    async fn attempt(&self, ingest: Option<Ingest>, from: u64) -> Result<Attempt, PullError> {
+    /// The layer is in: its downloaded bytes go to the content store or away. Neither
+    /// can fail the layer.
+    fn finish_kept(&self, ingest: Option<Ingest>) {
+        let Some(ingest) = ingest else { return };
+        let done = if self.keep_blob {
+            self.store.keep_blob(ingest)
+        } else {
+            ingest.discard()
+        };
+        if let Err(e) = done {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// Unpack the `from` bytes of `prefix`, then download the rest, appending it to
+    /// `ingest`'s file as it is read.
+    async fn attempt(
+        &self,
+        prefix: Option<(File, u64)>,
+        ingest: Option<Ingest>,
+        from: u64,
+    ) -> Result<Attempt, PullError> {
         let mut cancelled = self.cancelled.clone();
         let opened = BlobStream::open_from(
             &self.registry,
@@ -137,7 +189,7 @@ impl LayerJob {
         self.reporter.layer(self.index, LayerState::Downloading);
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_PIECES);
         let download = self.forward(stream, from, tx, cancelled);
-        let reader = KeepingReader::new(ChannelReader::new(rx), ingest, from);
+        let reader = KeepingReader::new(ChannelReader::new(rx), prefix, ingest, from);
         let unpack = self.spawn_unpack(reader);
         let ((), unpacked) = tokio::join!(download, unpack);
         tracing::info!(
@@ -220,43 +272,46 @@ fn empty_dir(dir: &Path) -> io::Result<()> {
     std::fs::set_permissions(dir, mode)
 }
 
-/// The blob's bytes for the unpacker: first the ones kept in the ingest file, then the
-/// download's, which it appends to the file as they are read. A write that fails (a full
-/// disk) stops the keeping, not the layer.
+/// The blob's bytes for the unpacker: first the ones kept (a partial download, or the
+/// whole blob), then the download's, which it appends to the ingest file as they are read.
+/// A write that fails (a full disk) stops the keeping, not the layer.
 struct KeepingReader {
-    ingest: Option<Ingest>,
+    prefix: Option<File>,
     /// Read position in the kept prefix, and its end.
     replayed: u64,
     kept: u64,
-    /// Where the next downloaded byte goes in the file.
+    ingest: Option<Ingest>,
+    /// Where the next downloaded byte goes in the ingest file.
     written: u64,
     keeping: bool,
     network: ChannelReader,
 }
 
 impl KeepingReader {
-    fn new(network: ChannelReader, ingest: Option<Ingest>, kept: u64) -> KeepingReader {
+    fn new(
+        network: ChannelReader,
+        prefix: Option<(File, u64)>,
+        ingest: Option<Ingest>,
+        from: u64,
+    ) -> KeepingReader {
+        let (prefix, kept) = prefix.map_or((None, 0), |(f, n)| (Some(f), n));
         KeepingReader {
-            keeping: ingest.is_some(),
-            ingest,
+            prefix,
             replayed: 0,
             kept,
-            written: kept,
+            keeping: ingest.is_some(),
+            ingest,
+            written: from,
             network,
         }
-    }
-
-    fn file(&self) -> Option<&File> {
-        self.ingest.as_ref().map(Ingest::file)
     }
 }
 
 impl Read for KeepingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.replayed < self.kept {
-            let file = self.file().expect("bytes are kept only in an ingest file");
+        if let Some(prefix) = self.prefix.as_ref().filter(|_| self.replayed < self.kept) {
             let want = (self.kept - self.replayed).min(buf.len() as u64) as usize;
-            let n = file.read_at(&mut buf[..want], self.replayed)?;
+            let n = prefix.read_at(&mut buf[..want], self.replayed)?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -267,9 +322,8 @@ impl Read for KeepingReader {
             return Ok(n);
         }
         let n = self.network.read(buf)?;
-        if self.keeping && n > 0 {
-            let file = self.file().expect("keeping needs an ingest file");
-            match file.write_all_at(&buf[..n], self.written) {
+        if let Some(ingest) = self.ingest.as_ref().filter(|_| self.keeping && n > 0) {
+            match ingest.file().write_all_at(&buf[..n], self.written) {
                 Ok(()) => self.written += n as u64,
                 Err(e) => {
                     tracing::debug!("not keeping the downloaded bytes any more: {e}");

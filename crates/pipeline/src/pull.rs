@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ConfigError, PullError};
-use crate::layer::LayerJob;
+use crate::layer::{Kept, LayerJob};
 use crate::report::{LayerState, Reporter};
 use rdpull_snapshot::owner::{owner_gone, owner_label, OWNER_LABEL};
 
@@ -52,6 +52,9 @@ pub struct PullOptions {
     /// Cancelled from outside (a signal handler) to stop the pull: it cleans up and
     /// returns [`PullError::Interrupted`].
     pub cancel: CancellationToken,
+    /// Keep each layer blob this pull downloads in the store's content store, verified
+    /// by the same digest (for `save`, and to unpack again without the network).
+    pub keep_blobs: bool,
 }
 
 /// What a pull did.
@@ -87,7 +90,8 @@ pub async fn pull(
     let fetched_layers = present.iter().filter(|p| !**p).count();
     if fetched_layers > 0 {
         let budget = StreamBudget::new(options.parallel, options.client.chunks.memory);
-        let layers = Layers::new(store.clone(), &source, reporter, budget, t0);
+        let mut layers = Layers::new(store.clone(), &source, reporter, budget, t0);
+        layers.keep_blobs = options.keep_blobs;
         layers.fetch(&present, &options.cancel).await?;
     }
     let previous = store.image(&reference.to_string()).ok();
@@ -241,6 +245,8 @@ struct Layers<'a> {
     tasks: JoinSet<(usize, Result<(), PullError>)>,
     /// Layer index → key of its active snapshot, until it is committed.
     prepared: BTreeMap<usize, String>,
+    /// Keep each downloaded blob in the content store.
+    keep_blobs: bool,
 }
 
 impl<'a> Layers<'a> {
@@ -260,6 +266,7 @@ impl<'a> Layers<'a> {
             cancel: watch::channel(false).0,
             tasks: JoinSet::new(),
             prepared: BTreeMap::new(),
+            keep_blobs: false,
         }
     }
 
@@ -306,7 +313,7 @@ impl<'a> Layers<'a> {
             let info = self.store.prepare(&key, parent.as_deref(), labels)?;
             self.prepared.insert(i, key);
             let mut job = self.job(i, self.store.fs_path(&info));
-            job.ingest = self.store.ingest(&layers[i].digest, layers[i].size)?;
+            job.kept = Kept::find(&self.store, &layers[i])?;
             self.tasks.spawn(async move { (i, job.run().await) });
         }
         Ok(())
@@ -326,7 +333,9 @@ impl<'a> Layers<'a> {
             reporter: self.reporter.clone(),
             cancelled: self.cancel.subscribe(),
             t0: self.t0,
-            ingest: None,
+            store: self.store.clone(),
+            kept: Kept::Nothing,
+            keep_blob: self.keep_blobs,
         }
     }
 

@@ -73,6 +73,7 @@ fn options() -> PullOptions {
             ..ClientOptions::default()
         },
         cancel: CancellationToken::new(),
+        keep_blobs: false,
     }
 }
 
@@ -146,6 +147,77 @@ async fn a_pull_through_the_library_reports_every_step_and_commits_the_chain() {
     let stats = unpack_to(&store, ensured.image(), &dir, &CancellationToken::new()).unwrap();
     assert_eq!(stats.entries, 2);
     assert_eq!(listing(&dir), ["/a f 0644 0:0 1", "/b f 0644 0:0 22"]);
+}
+
+/// `keep_blobs`: each downloaded blob is kept, verified, in the content store; layers
+/// unpack again from there with no request; a kept blob gone bad is fetched again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_blobs_are_the_blobs_and_layers_unpack_again_from_them() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    let tars = vec![one_file_layer("a", b"1"), one_file_layer("b", b"22")];
+    let pushed = reg.push("app", "v1", &tars);
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let reference: Reference = format!("{}/app:v1", reg.addr).parse().unwrap();
+    let keeping = PullOptions {
+        keep_blobs: true,
+        ..options()
+    };
+    let none = Arc::new(rdpull_pipeline::NoReport);
+    pull(store.clone(), &reference, &keeping, none.clone())
+        .await
+        .unwrap();
+    let kept = |d: &str| root.path().join("content/blobs/sha256").join(&d[7..]);
+    for (d, blob) in pushed.layer_digests.iter().zip(&pushed.blobs) {
+        let bytes = std::fs::read(kept(d)).unwrap();
+        assert_eq!(rdpull_testkit::registry::sha256(&bytes), *d);
+        assert_eq!(&bytes, blob);
+    }
+    assert_eq!(
+        std::fs::read_dir(root.path().join("ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // The layers' snapshots go (the kept blobs stay); a bad byte in one kept blob.
+    let forget_layers = |store: &Store| {
+        let image = store.images().unwrap().remove(0);
+        for chain_id in image.chain.iter().rev() {
+            store.remove(&chain_id.to_string()).unwrap();
+        }
+    };
+    forget_layers(&store);
+    let mut bad = std::fs::read(kept(&pushed.layer_digests[1])).unwrap();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(kept(&pushed.layer_digests[1]), bad).unwrap();
+    let outcome = pull(store.clone(), &reference, &keeping, none.clone())
+        .await
+        .unwrap();
+    assert_eq!(outcome.fetched_layers, 2);
+    let hits = |i: usize| reg.hits(&FakeRegistry::blob_path("app", &pushed.layer_digests[i]));
+    assert_eq!(
+        (hits(0), hits(1)),
+        (1, 2),
+        "only the bad kept blob is fetched"
+    );
+    assert_eq!(
+        std::fs::read(kept(&pushed.layer_digests[1])).unwrap(),
+        pushed.blobs[1]
+    );
+    let dir = root.path().join("rootfs");
+    unpack_to(&store, &outcome.image, &dir, &CancellationToken::new()).unwrap();
+    assert_eq!(listing(&dir), ["/a f 0644 0:0 1", "/b f 0644 0:0 22"]);
+
+    // Without keep_blobs, kept blobs are still used, and stay.
+    forget_layers(&store);
+    pull(store.clone(), &reference, &options(), none)
+        .await
+        .unwrap();
+    assert_eq!((hits(0), hits(1)), (1, 2));
+    assert!(kept(&pushed.layer_digests[0]).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

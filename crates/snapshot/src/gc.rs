@@ -36,7 +36,7 @@ pub struct PruneReport {
     /// Keys of the snapshots removed: committed layers no image uses, and active
     /// snapshots whose owner process is gone.
     pub snapshots: Vec<String>,
-    /// Blobs (manifests, indexes, configs) no image refers to.
+    /// Blobs (manifests, indexes, configs, kept layers) no image refers to.
     pub blobs: Vec<Digest>,
     /// Partial downloads no pull had written to for a day.
     pub partial_downloads: Vec<Digest>,
@@ -216,6 +216,9 @@ fn wanted_blobs(meta: &Metadata) -> HashSet<Digest> {
                 i.manifest_digest.clone(),
                 i.config_digest.clone(),
             ]
+            .into_iter()
+            // Layer blobs kept with --keep-blobs.
+            .chain(i.layers.iter().map(|l| l.digest.clone()))
         })
         .collect()
 }

@@ -99,7 +99,7 @@ impl Store {
         })
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
+    pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root()
             .join("content/blobs")
             .join(digest.algorithm().name())

@@ -5,7 +5,9 @@
 //! second pull of the same blob meanwhile downloads without keeping, and a pull that dies
 //! releases the lock with its process, so the next one takes the file over. The kept
 //! bytes are only ever a prefix of what was received; the blob digest, checked over the
-//! whole blob when the layer is unpacked, says whether they were right.
+//! whole blob when the layer is unpacked, says whether they were right. With
+//! `--keep-blobs`, a completed download moves into the content store
+//! ([`Store::keep_blob`]) instead of being deleted.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -17,12 +19,14 @@ use rustix::fs::{flock, FlockOperation};
 use rustix::io::Errno;
 
 use crate::error::{io_err, StoreError};
-use crate::fsutil::disk_usage;
+use crate::fsutil::{disk_usage, sync_dir};
 use crate::store::Store;
 
 /// A blob's partial download, held exclusively until dropped.
 #[derive(Debug)]
 pub struct Ingest {
+    digest: Digest,
+    size: u64,
     file: File,
     path: PathBuf,
     kept: u64,
@@ -87,7 +91,59 @@ impl Store {
                 file.set_len(0).map_err(io_err(path.display()))?;
                 kept = 0;
             }
-            return Ok(Some(Ingest { file, path, kept }));
+            return Ok(Some(Ingest {
+                digest: digest.clone(),
+                size,
+                file,
+                path,
+                kept,
+            }));
+        }
+    }
+
+    /// The layer blob `digest` of `size` bytes, if the content store keeps it whole.
+    pub fn kept_blob(&self, digest: &Digest, size: u64) -> Result<Option<File>, StoreError> {
+        let path = self.blob_path(digest);
+        match File::open(&path) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.len() == size) => Ok(Some(f)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(path.display())(e)),
+        }
+    }
+
+    /// Keep a completed download, whose digest the unpacker verified, in the content
+    /// store: written durably, then renamed into place. A download not kept whole (a
+    /// write failed on the way) is deleted instead.
+    pub fn keep_blob(&self, ingest: Ingest) -> Result<(), StoreError> {
+        let len = ingest
+            .file
+            .metadata()
+            .map_err(io_err(ingest.path.display()))?
+            .len();
+        if len != ingest.size {
+            let why = format!("{len} of {} bytes kept: not kept", ingest.size);
+            let path = ingest.path.display().to_string();
+            ingest.discard()?;
+            return Err(io_err(path)(std::io::Error::other(why)));
+        }
+        let path = self.blob_path(&ingest.digest);
+        let dir = path.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(dir).map_err(io_err(dir.display()))?;
+        ingest
+            .file
+            .sync_all()
+            .map_err(io_err(ingest.path.display()))?;
+        std::fs::rename(&ingest.path, &path).map_err(io_err(path.display()))?;
+        sync_dir(dir)
+    }
+
+    /// Remove a kept blob (one that did not verify).
+    pub fn remove_kept_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        let path = self.blob_path(digest);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path.display())(e)),
+            _ => Ok(()),
         }
     }
 
