@@ -19,10 +19,6 @@ pub(crate) struct Cli {
     pub(crate) global: Global,
 }
 
-const COMMANDS: &[&str] = &[
-    "pull", "unpack", "images", "rmi", "prune", "inspect", "history", "help",
-];
-
 /// `rdpull [OPTIONS] IMAGE` means `rdpull [OPTIONS] pull IMAGE`, as the design's
 /// `rdpull --parallel 16 centos:latest`.
 pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
@@ -31,6 +27,11 @@ pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std
         .get_arguments()
         .filter(|a| a.get_action().takes_values())
         .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    let commands: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .chain(["help".to_string()])
         .collect();
     let mut i = 1;
     while i < args.len() {
@@ -46,7 +47,7 @@ pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std
             };
             continue;
         }
-        if !COMMANDS.contains(&a.as_ref()) {
+        if !commands.iter().any(|c| c == a.as_ref()) {
             args.insert(i, "pull".into());
         }
         break;
@@ -151,6 +152,10 @@ pub(crate) enum Command {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Write an image to FILE as an OCI image layout tar, which `skopeo copy
+    /// oci-archive:FILE` and `podman load -i FILE` read. Its layer blobs must be kept:
+    /// pull it with --keep-blobs first.
+    Save { image: String, file: PathBuf },
     /// Show how an image was built, newest step first, as `docker history` does.
     History {
         image: String,

@@ -160,6 +160,10 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<(), BoxError> {
         Command::Rmi { images, force } => return remove_images(&store, &images, force),
         Command::Prune => shown(render::prune(&mut stdout(), &store.prune()?))?,
         Command::Inspect { images } => inspect(&store, &images)?,
+        Command::Save { image, file } => {
+            let image = find_images(&store, &image)?.remove(0);
+            rdpull_pipeline::save_to_file(&store, &image, &file)?;
+        }
         Command::History { image, no_trunc } => {
             let details = store.inspect(&find_images(&store, &image)?[0])?;
             shown(render::history(&mut stdout(), &details, no_trunc))?;

@@ -60,7 +60,10 @@ pub(crate) fn require_root(command: &Command) -> Result<(), BoxError> {
         Command::Unpack { .. } => "unpack",
         Command::Rmi { .. } => "rmi",
         Command::Prune => "prune",
-        Command::Images { .. } | Command::Inspect { .. } | Command::History { .. } => return Ok(()),
+        Command::Images { .. }
+        | Command::Inspect { .. }
+        | Command::History { .. }
+        | Command::Save { .. } => return Ok(()),
     };
     if rustix::process::geteuid().is_root() {
         return Ok(());

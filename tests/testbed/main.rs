@@ -7,7 +7,8 @@
 //! testbed's registry, which `setup` starts; as non-root each test says it is skipped.
 //! Themes: [`conformance`] (trees equal umoci's, hostile images stay inside),
 //! [`registry_access`] (auth, credentials, hosts.toml, TLS, proxies), [`resume`] (a
-//! killed big pull resumes), [`lifecycle`] (images, inspect, history, rmi, prune).
+//! killed big pull resumes), [`lifecycle`] (images, inspect, history, rmi, prune),
+//! [`save`] (kept blobs, and an OCI archive skopeo and umoci read).
 // A test is one scenario, steps and assertions in order; splitting it would hide it.
 #![allow(clippy::too_many_lines)]
 
@@ -18,6 +19,7 @@ mod conformance;
 mod lifecycle;
 mod registry_access;
 mod resume;
+mod save;
 
 use common::{fails, ok, rdpull, snapshots, stdout, testbed, testbed_dir, tree_manifest};
 use rdpull_testkit::skip_unless_root;

@@ -66,6 +66,9 @@ pub enum LayerError {
     /// Its bytes did not verify, decompress or apply.
     #[error(transparent)]
     Unpack(#[from] UnpackError),
+    /// Its blob could not be written to the store (`--keep-blobs`).
+    #[error("keeping its blob: {0}")]
+    Keep(#[source] io::Error),
 }
 
 impl From<FetchError> for PullError {

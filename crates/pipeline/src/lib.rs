@@ -7,13 +7,16 @@
 //! commit strictly in chain order, and the image is recorded last. Progress goes to a
 //! [`Reporter`], so a terminal, a daemon's log and a test each see the same events.
 //! [`unpack_to`] flattens a pulled image into a plain directory; [`find_images`] and
-//! [`remove_images`] name stored images as a user does, by reference or digest.
+//! [`remove_images`] name stored images as a user does, by reference or digest;
+//! [`save_to_file`] writes one as an OCI layout tar. Pulls keep what they received of a
+//! layer for the next pull to continue, and with `keep_blobs` keep the whole blobs.
 //!
 //! It does not speak HTTP (`rdpull-fetch`), hash (`rdpull-verify`), write layer files
 //! (`rdpull-unpack`) or keep metadata (`rdpull-snapshot`); it wires them, and it never
 //! prints: rendering is the caller's.
 
 mod error;
+mod keep;
 mod layer;
 mod local;
 mod pull;
@@ -21,7 +24,7 @@ mod report;
 mod rootfs;
 
 pub use error::{ConfigError, LayerError, PullError};
-pub use local::{find_images, remove_images, LocalError};
+pub use local::{find_images, remove_images, save_to_file, LocalError};
 pub use pull::{pull, pull_if_missing, Ensured, PullOptions, PullOutcome};
 pub use report::{LayerState, NoReport, Reporter};
 pub use rootfs::unpack_to;

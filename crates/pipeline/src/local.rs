@@ -2,6 +2,8 @@
 //! `127.0.0.1:5000/app:v1`) or by digest (the manifest's, or the index's a reference
 //! named), as `docker rmi` and `docker inspect` take them.
 
+use std::path::{Path, PathBuf};
+
 use rdpull_fetch::{FetchError, Reference};
 use rdpull_snapshot::{ImageRecord, Store, StoreError};
 use rdpull_verify::Digest;
@@ -22,6 +24,13 @@ pub enum LocalError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Writing an output file failed.
+    #[error("{path}: {source}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The images `arg` names: one for a reference, every image with that digest for a
@@ -61,4 +70,30 @@ pub fn remove_images(
         .iter()
         .map(|i| Ok(store.remove_image(&i.name)?))
         .collect()
+}
+
+/// Write `image` to the file `path` as an OCI image layout tar ([`Store::save`]). The
+/// archive appears at `path` only when it is complete; a failure leaves nothing there.
+pub fn save_to_file(store: &Store, image: &ImageRecord, path: &Path) -> Result<(), LocalError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{}.rdpull-tmp", name.unwrap_or_default()));
+    let output = |source| LocalError::Output {
+        path: tmp.clone(),
+        source,
+    };
+    let written = (|| {
+        let file = std::fs::File::create(&tmp).map_err(output)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        store.save(image, &mut out)?;
+        let file = out.into_inner().map_err(|e| output(e.into_error()))?;
+        file.sync_all().map_err(output)?;
+        std::fs::rename(&tmp, path).map_err(|source| LocalError::Output {
+            path: path.to_path_buf(),
+            source,
+        })
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ConfigError, PullError};
+use crate::keep::{keep_present_blobs, BlobSource};
 use crate::layer::{Kept, LayerJob};
 use crate::report::{LayerState, Reporter};
 use rdpull_snapshot::owner::{owner_gone, owner_label, OWNER_LABEL};
@@ -93,6 +94,18 @@ pub async fn pull(
         let mut layers = Layers::new(store.clone(), &source, reporter, budget, t0);
         layers.keep_blobs = options.keep_blobs;
         layers.fetch(&present, &options.cancel).await?;
+    }
+    if options.keep_blobs && present.iter().any(|p| *p) {
+        let blobs = BlobSource {
+            registry: source.registry.clone(),
+            repository: source.reference.repository().to_string(),
+            budget: StreamBudget::new(options.parallel, options.client.chunks.memory),
+        };
+        let kept = keep_present_blobs(&store, &blobs, &source.image.layers, &present);
+        tokio::select! {
+            kept = kept => kept?,
+            _ = options.cancel.cancelled() => return Err(PullError::Interrupted),
+        }
     }
     let previous = store.image(&reference.to_string()).ok();
     let image = record_image(&store, reference, &options.platform, &source)?;

@@ -30,6 +30,10 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// An image's layer blob is not in the content store (it was pulled without
+    /// `--keep-blobs`).
+    #[error("layer blob {0} is not kept: pull the image with --keep-blobs first")]
+    NotKept(String),
     /// A stored blob does not match its digest.
     #[error("blob {digest}: {source}")]
     Blob {

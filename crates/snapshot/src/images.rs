@@ -86,6 +86,9 @@ impl Store {
                 chain_id: chain_id.to_string(),
                 unpacked_size: disk_usage(&dir),
                 snapshot_dir: dir,
+                kept_blob: self
+                    .kept_blob(&layer.digest, layer.size)?
+                    .map(|_| self.blob_path(&layer.digest)),
             });
         }
         Ok(ImageDetails {

@@ -9,10 +9,12 @@
 //! overlay-format snapshot directories into one plain rootfs; and the lifecycle of what
 //! it holds: removing image records, [`Store::prune`] of what no image or running pull
 //! (holding a [`Lease`]) uses, and [`Store::inspect`]. It does not fetch or unpack
-//! layers; it gives the unpacker a directory and commits it when told to.
+//! layers (though it keeps their blobs when asked, and exports an image as an OCI layout
+//! tar, [`Store::save`]); it gives the unpacker a directory and commits it when told to.
 
 mod chain;
 mod error;
+mod export;
 mod flatten;
 mod fsutil;
 mod gc;

@@ -60,6 +60,8 @@ pub struct LayerDetails {
     pub snapshot_dir: PathBuf,
     /// Bytes the snapshot directory takes on disk.
     pub unpacked_size: u64,
+    /// The compressed blob in the content store, if it is kept (`--keep-blobs`).
+    pub kept_blob: Option<PathBuf>,
 }
 
 /// An image as `inspect` shows it: the record, the parsed config and its layers.
