@@ -176,7 +176,7 @@ fn stray_files(top: &Path) -> Vec<String> {
                 && (parts.len() == 1
                     || matches!(
                         parts[1],
-                        "metadata.json" | "lock" | "lease.lock" | "content" | "tmp"
+                        "metadata.json" | "lock" | "lease.lock" | "content" | "tmp" | "ingest"
                     )
                     || (parts[1] == "snapshots"
                         && (parts.len() <= 3 || matches!(parts[3], "fs" | "work"))));

@@ -97,11 +97,11 @@ impl LayerJob {
     /// Download, verify and apply the layer. On success both digests matched and the
     /// directory holds the layer; the commit is the caller's.
     pub(crate) async fn run(mut self) -> Result<(), PullError> {
-        let io = |e: io::Error| UnpackError::Source(e);
         let (prefix, ingest, whole) = match std::mem::replace(&mut self.kept, Kept::Nothing) {
             Kept::Blob(file) => (Some((file, self.blob.size)), None, true),
             Kept::Partial(i) if i.kept() > 0 => {
-                let file = i.file().try_clone().map_err(|e| self.failed(io(e)))?;
+                let file = i.file().try_clone();
+                let file = file.map_err(|e| self.failed(LayerError::Keep(e)))?;
                 (Some((file, i.kept())), Some(i), false)
             }
             Kept::Partial(i) => (None, Some(i), false),
@@ -125,9 +125,15 @@ impl LayerJob {
                 ingest = self.store.ingest(&self.blob.digest, self.blob.size)?;
             }
             if let Some(i) = &ingest {
-                i.file().set_len(0).map_err(|e| self.failed(io(e)))?;
+                let emptied = i.file().set_len(0);
+                emptied.map_err(|e| self.failed(LayerError::Keep(e)))?;
             }
-            empty_dir(&self.dir).map_err(|e| self.failed(io(e)))?;
+            empty_dir(&self.dir).map_err(|source| {
+                self.failed(UnpackError::Root {
+                    path: self.dir.display().to_string(),
+                    source,
+                })
+            })?;
             (unpacked, ingest) = self.attempt(None, ingest, 0).await?;
         }
         match unpacked {
