@@ -63,6 +63,14 @@ impl Recorder {
     }
 }
 
+/// A fresh store, and the reference of `app:v1` on `reg`.
+fn store_and_reference(reg: &FakeRegistry) -> (tempfile::TempDir, Arc<Store>, Reference) {
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let reference = format!("{}/app:v1", reg.addr).parse().unwrap();
+    (root, store, reference)
+}
+
 fn options() -> PullOptions {
     PullOptions {
         parallel: 4,
@@ -83,9 +91,7 @@ async fn a_pull_through_the_library_reports_every_step_and_commits_the_chain() {
     let reg = FakeRegistry::start();
     let tars = vec![one_file_layer("a", b"1"), one_file_layer("b", b"22")];
     let pushed = reg.push("app", "v1", &tars);
-    let root = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(root.path()).unwrap());
-    let reference: Reference = format!("{}/app:v1", reg.addr).parse().unwrap();
+    let (root, store, reference) = store_and_reference(&reg);
 
     let recorder = Arc::new(Recorder::default());
     let outcome = pull(store.clone(), &reference, &options(), recorder.clone())
@@ -157,9 +163,7 @@ async fn kept_blobs_are_the_blobs_and_layers_unpack_again_from_them() {
     let reg = FakeRegistry::start();
     let tars = vec![one_file_layer("a", b"1"), one_file_layer("b", b"22")];
     let pushed = reg.push("app", "v1", &tars);
-    let root = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(root.path()).unwrap());
-    let reference: Reference = format!("{}/app:v1", reg.addr).parse().unwrap();
+    let (root, store, reference) = store_and_reference(&reg);
     let keeping = PullOptions {
         keep_blobs: true,
         ..options()
@@ -237,9 +241,7 @@ async fn a_corrupt_layer_is_a_typed_error_and_leaves_no_active_snapshot() {
             body: wrong.into(),
         },
     );
-    let root = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(root.path()).unwrap());
-    let reference: Reference = format!("{}/app:v1", reg.addr).parse().unwrap();
+    let (_root, store, reference) = store_and_reference(&reg);
     let err = pull(
         store.clone(),
         &reference,
@@ -282,9 +284,7 @@ async fn a_cancelled_pull_removes_its_active_snapshots_and_keeps_committed_layer
             send: pushed.blobs[1].len() / 2,
         },
     );
-    let root = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(root.path()).unwrap());
-    let reference: Reference = format!("{}/app:v1", reg.addr).parse().unwrap();
+    let (root, store, reference) = store_and_reference(&reg);
     let opts = options();
     let cancel = opts.cancel.clone();
     let recorder = Arc::new(Recorder::default());
