@@ -118,8 +118,17 @@ pub(crate) struct Global {
     pub(crate) chunk_memory: u64,
     /// Keep each downloaded layer blob in the store (for `save`, and to unpack again
     /// without the network); `prune` removes those no image uses.
-    #[arg(long, global = true, env = "RDPULL_KEEP_BLOBS")]
+    #[arg(
+        long,
+        global = true,
+        env = "RDPULL_KEEP_BLOBS",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub(crate) keep_blobs: bool,
+    /// Blobs at least this large (bytes) keep what was received on disk, so that the
+    /// next pull continues an interrupted download where it stopped.
+    #[arg(long, global = true, default_value_t = rdpull_pipeline::RESUME_MIN_SIZE)]
+    pub(crate) resume_min_size: u64,
     /// Print only the image reference (pull, unpack) or manifest digests (images).
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,

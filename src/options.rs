@@ -50,6 +50,7 @@ pub(crate) fn pull(g: &Global, cancel: &CancellationToken) -> Result<PullOptions
         },
         cancel: cancel.clone(),
         keep_blobs: g.keep_blobs,
+        resume_min_size: g.resume_min_size,
     })
 }
 

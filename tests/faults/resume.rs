@@ -16,6 +16,14 @@ fn image(reg: &FakeRegistry) -> (Pushed, String) {
     (p, path)
 }
 
+/// Keep the received bytes of every blob (by default only of large ones).
+const RESUME_ALL: &str = "--resume-min-size";
+
+fn pull_resuming(reg: &FakeRegistry, root: &Path) -> std::process::Output {
+    let image = format!("{}/app:v1", reg.addr);
+    rdpull(root, &[RESUME_ALL, "0", "--plain-http", "pull", &image])
+}
+
 fn ingest_file(root: &Path, digest: &str) -> PathBuf {
     root.join("ingest").join(digest.replacen(':', "-", 1))
 }
@@ -25,7 +33,7 @@ fn ingest_file(root: &Path, digest: &str) -> PathBuf {
 fn kill_after_keeping(reg: &FakeRegistry, root: &Path, path: &str, kept: &Path, at: usize) {
     reg.faults(path, vec![Fault::Stall(at)]);
     let image = format!("{}/app:v1", reg.addr);
-    let mut child = common::spawn(root, &["--plain-http", "pull", &image]);
+    let mut child = common::spawn(root, &[RESUME_ALL, "0", "--plain-http", "pull", &image]);
     common::wait_until("the first bytes to be kept", 30, || {
         std::fs::metadata(kept).is_ok_and(|m| m.len() == at as u64)
     });
@@ -62,7 +70,7 @@ fn a_killed_pull_continues_at_the_kept_byte_and_fetches_the_layer_once() {
     let at = (1 << 20) + 12_345;
     kill_after_keeping(&reg, root.path(), &path, &kept, at);
 
-    ok(pull(&reg, root.path(), "app:v1"));
+    ok(pull_resuming(&reg, root.path()));
     assert_eq!(ranges(&reg, &path), [None, Some(format!("bytes={at}-"))]);
     assert_eq!(
         reg.sent(&path),
@@ -91,7 +99,7 @@ fn kept_bytes_that_do_not_verify_are_dropped_and_the_layer_fetched_again() {
     bytes[at / 2] ^= 0xff;
     std::fs::write(&kept, &bytes).unwrap();
 
-    let out = ok(pull(&reg, root.path(), "app:v1"));
+    let out = ok(pull_resuming(&reg, root.path()));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
@@ -115,7 +123,7 @@ fn kept_bytes_that_do_not_verify_are_dropped_and_the_layer_fetched_again() {
     let kept = ingest_file(root.path(), &p.layer_digests[1]);
     std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
     std::fs::write(&kept, vec![0u8; p.blobs[1].len() + 1]).unwrap();
-    let out = ok(pull(&reg, root.path(), "app:v1"));
+    let out = ok(pull_resuming(&reg, root.path()));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(

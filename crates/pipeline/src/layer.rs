@@ -60,14 +60,25 @@ pub(crate) enum Kept {
     Blob(File),
     /// Its partial download, which this pull holds, to continue and extend.
     Partial(Ingest),
-    /// Another running pull holds the partial download: this one keeps nothing.
+    /// Nothing: another running pull holds the partial download, or the blob is too
+    /// small to be worth continuing. This pull keeps nothing.
     Nothing,
 }
 
 impl Kept {
-    pub(crate) fn find(store: &Store, blob: &BlobDescriptor) -> Result<Kept, StoreError> {
+    /// What the store has of `blob`; a partial download is held (and so kept from now on)
+    /// only when the blob is to be kept whole or is at least `resume_min_size` bytes.
+    pub(crate) fn find(
+        store: &Store,
+        blob: &BlobDescriptor,
+        keep_blob: bool,
+        resume_min_size: u64,
+    ) -> Result<Kept, StoreError> {
         if let Some(file) = store.kept_blob(&blob.digest, blob.size)? {
             return Ok(Kept::Blob(file));
+        }
+        if !keep_blob && blob.size < resume_min_size {
+            return Ok(Kept::Nothing);
         }
         Ok(match store.ingest(&blob.digest, blob.size)? {
             Some(ingest) => Kept::Partial(ingest),

@@ -25,6 +25,6 @@ mod rootfs;
 
 pub use error::{ConfigError, LayerError, PullError};
 pub use local::{find_images, remove_images, save_to_file, LocalError};
-pub use pull::{pull, pull_if_missing, Ensured, PullOptions, PullOutcome};
+pub use pull::{pull, pull_if_missing, Ensured, PullOptions, PullOutcome, RESUME_MIN_SIZE};
 pub use report::{LayerState, NoReport, Reporter};
 pub use rootfs::unpack_to;

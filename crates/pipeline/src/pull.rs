@@ -41,6 +41,9 @@ const WRITEBACK_INTERVAL: Duration = Duration::from_millis(1000);
 /// Label recording which blob a layer snapshot was unpacked from.
 const LAYER_DIGEST_LABEL: &str = "rdpull.io/layer.digest";
 
+/// Default [`PullOptions::resume_min_size`]: 64 MiB.
+pub const RESUME_MIN_SIZE: u64 = 64 << 20;
+
 /// How to pull.
 #[derive(Clone, Debug)]
 pub struct PullOptions {
@@ -56,6 +59,10 @@ pub struct PullOptions {
     /// Keep each layer blob this pull downloads in the store's content store, verified
     /// by the same digest (for `save`, and to unpack again without the network).
     pub keep_blobs: bool,
+    /// Blobs at least this large keep the bytes received so far on disk, so that the next
+    /// pull continues them where this one stopped; smaller ones are fetched again whole.
+    /// Writing them aside costs the unpacking thread time (docs/performance.md).
+    pub resume_min_size: u64,
 }
 
 /// What a pull did.
@@ -93,6 +100,7 @@ pub async fn pull(
         let budget = StreamBudget::new(options.parallel, options.client.chunks.memory);
         let mut layers = Layers::new(store.clone(), &source, reporter, budget, t0);
         layers.keep_blobs = options.keep_blobs;
+        layers.resume_min_size = options.resume_min_size;
         layers.fetch(&present, &options.cancel).await?;
     }
     if options.keep_blobs && present.iter().any(|p| *p) {
@@ -260,6 +268,8 @@ struct Layers<'a> {
     prepared: BTreeMap<usize, String>,
     /// Keep each downloaded blob in the content store.
     keep_blobs: bool,
+    /// Keep the received bytes of blobs this large for the next pull to continue.
+    resume_min_size: u64,
 }
 
 impl<'a> Layers<'a> {
@@ -280,6 +290,7 @@ impl<'a> Layers<'a> {
             tasks: JoinSet::new(),
             prepared: BTreeMap::new(),
             keep_blobs: false,
+            resume_min_size: u64::MAX,
         }
     }
 
@@ -326,7 +337,12 @@ impl<'a> Layers<'a> {
             let info = self.store.prepare(&key, parent.as_deref(), labels)?;
             self.prepared.insert(i, key);
             let mut job = self.job(i, self.store.fs_path(&info));
-            job.kept = Kept::find(&self.store, &layers[i])?;
+            job.kept = Kept::find(
+                &self.store,
+                &layers[i],
+                self.keep_blobs,
+                self.resume_min_size,
+            )?;
             self.tasks.spawn(async move { (i, job.run().await) });
         }
         Ok(())

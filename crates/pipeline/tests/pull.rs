@@ -82,6 +82,7 @@ fn options() -> PullOptions {
         },
         cancel: CancellationToken::new(),
         keep_blobs: false,
+        resume_min_size: 0,
     }
 }
 
