@@ -141,3 +141,42 @@ fn a_read_only_store_fails_the_pull_naming_the_path_and_keeps_what_was_committed
     unpack(&reg, &root, "app:v1", &dir);
     assert_eq!(listing(&dir), ["/app f 0644 0:0 a", "/base f 0644 0:0 b"]);
 }
+
+/// Kept bytes are not to blame for a full disk: the pull that continues them fails on
+/// the disk with one line, without fetching the layer again from byte 0.
+#[test]
+fn a_full_disk_while_continuing_kept_bytes_does_not_refetch_the_layer() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    let mut layer = Tar::default();
+    layer.file("big", &rdpull_testkit::noise(24 << 20, 9));
+    let p = reg.push("app", "v1", &[layer.finish()]);
+    let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
+    let disk = SmallDisk::new(64);
+    let root = disk.mnt.join("root");
+    let kept = root
+        .join("ingest")
+        .join(p.layer_digests[0].replacen(':', "-", 1));
+    let image = format!("{}/app:v1", reg.addr);
+    let args = ["--resume-min-size", "0", "--plain-http", "pull", &image];
+    reg.faults(&path, vec![Fault::Stall(1 << 20)]);
+    let mut child = common::spawn(&root, &args);
+    common::wait_until("the first MiB to be kept", 30, || {
+        std::fs::metadata(&kept).is_ok_and(|m| m.len() == 1 << 20)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    disk.resize(16);
+    let e = fails(rdpull(&root, &args));
+    assert!(
+        e.ends_with(": /big: write: No space left on device (os error 28)"),
+        "{e}"
+    );
+    let ranges: Vec<Option<String>> = reg
+        .requests(&path)
+        .into_iter()
+        .map(|r| r.headers.get("range").cloned())
+        .collect();
+    assert_eq!(ranges, [None, Some(format!("bytes={}-", 1 << 20))]);
+}

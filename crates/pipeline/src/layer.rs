@@ -121,7 +121,7 @@ impl LayerJob {
         let from = prefix.as_ref().map_or(0, |p| p.1);
         let (mut unpacked, mut ingest) = self.attempt(prefix, ingest, from).await?;
         let bad_prefix = match &unpacked {
-            Err(e) if from > 0 && !is_download_failure(e) => Some(e.to_string()),
+            Err(e) if from > 0 && is_bad_content(e) => Some(e.to_string()),
             _ => None,
         };
         if let Some(e) = bad_prefix {
@@ -279,6 +279,19 @@ impl LayerJob {
 /// pull), not because they were wrong: what was kept is still a good prefix.
 fn is_download_failure(e: &UnpackError) -> bool {
     matches!(e, UnpackError::Source(_))
+}
+
+/// The layer's bytes were wrong (a digest, the compression, the tar stream), which kept
+/// bytes can cause; a failing filesystem cannot be mended by fetching again.
+fn is_bad_content(e: &UnpackError) -> bool {
+    matches!(
+        e,
+        UnpackError::Blob(_)
+            | UnpackError::DiffId(_)
+            | UnpackError::Decompress { .. }
+            | UnpackError::Tar(_)
+            | UnpackError::Refused { .. }
+    )
 }
 
 /// Remove everything in `dir`, keeping the directory and its mode.
