@@ -213,6 +213,7 @@ mod tests {
             ["rdpull", "--root=/r", "unpack", "a", "b"]
         );
         assert_eq!(args("rdpull --help"), ["rdpull", "--help"]);
+        assert_eq!(args("rdpull save x f"), ["rdpull", "save", "x", "f"]);
         assert_eq!(
             args("rdpull --chunk-size 9 --hosts-dir /h --tls-key k x"),
             [
@@ -228,5 +229,22 @@ mod tests {
             ]
         );
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_values_of_the_new_flags_are_usage_errors() {
+        let parse = |s: &str| Cli::try_parse_from(args(s));
+        for bad in [
+            "rdpull --resume-min-size lots x",
+            "rdpull --resume-min-size -1 x",
+            "rdpull --keep-blobs=maybe x",
+            "rdpull save onlyimage",
+        ] {
+            let e = parse(bad).err().unwrap_or_else(|| panic!("{bad} parsed"));
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+        let ok = parse("rdpull --keep-blobs --resume-min-size 0 x").unwrap();
+        assert!(ok.global.keep_blobs);
+        assert_eq!(ok.global.resume_min_size, 0);
     }
 }

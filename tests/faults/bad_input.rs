@@ -341,3 +341,41 @@ fn commands_that_write_the_store_say_they_need_root() {
         );
     }
 }
+
+#[test]
+fn save_of_an_unknown_image_or_to_an_unwritable_place_fails_in_one_line() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    reg.push("app", "v1", &[one_file_layer("a", b"1")]);
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out.tar");
+    let e = fails(rdpull(
+        root.path(),
+        &["save", "nosuch", out.to_str().unwrap()],
+    ));
+    assert_eq!(e, "rdpull: error: no such image: nosuch");
+    let image = format!("{}/app:v1", reg.addr);
+    ok(rdpull(
+        root.path(),
+        &["--plain-http", "--keep-blobs", "pull", &image],
+    ));
+    let e = fails(rdpull(
+        root.path(),
+        &["save", &image, "/nonexistent/dir/out.tar"],
+    ));
+    assert_eq!(
+        e,
+        "rdpull: error: /nonexistent/dir/.out.tar.rdpull-tmp: No such file or directory (os error 2)"
+    );
+    ok(rdpull(
+        root.path(),
+        &["save", &image, out.to_str().unwrap()],
+    ));
+    assert!(out.metadata().unwrap().len() > 0);
+    let stray: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("rdpull-tmp"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
