@@ -20,7 +20,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use rdpull_fetch::{BlobDescriptor, BlobStream, Registry, StreamBudget};
 use rdpull_snapshot::{Ingest, Store, StoreError};
-use rdpull_unpack::{unpack_layer, ApplyOptions, LayerDescriptor, LayerStats, UnpackError};
+use rdpull_unpack::{
+    unpack_layer, ApplyOptions, LayerDescriptor, LayerStats, LowerRefs, UnpackError,
+};
 use rdpull_verify::Digest;
 use tokio::sync::{mpsc, watch};
 
@@ -106,8 +108,9 @@ impl LayerJob {
     }
 
     /// Download, verify and apply the layer. On success both digests matched and the
-    /// directory holds the layer; the commit is the caller's.
-    pub(crate) async fn run(mut self) -> Result<(), PullError> {
+    /// directory holds the layer; settling it on the layers below and the commit are the
+    /// caller's.
+    pub(crate) async fn run(mut self) -> Result<LowerRefs, PullError> {
         let (prefix, ingest, whole) = match std::mem::replace(&mut self.kept, Kept::Nothing) {
             Kept::Blob(file) => (Some((file, self.blob.size)), None, true),
             Kept::Partial(i) if i.kept() > 0 => {
@@ -147,8 +150,11 @@ impl LayerJob {
             })?;
             (unpacked, ingest) = self.attempt(None, ingest, 0).await?;
         }
-        match unpacked {
-            Ok(_) => self.finish_kept(ingest),
+        let refs = match unpacked {
+            Ok(stats) => {
+                self.finish_kept(ingest);
+                stats.lower_refs
+            }
             // Kept for the next pull: what arrived is a good prefix as far as we know.
             Err(e) if is_download_failure(&e) => return Err(self.failed(e)),
             Err(e) => {
@@ -157,9 +163,9 @@ impl LayerJob {
                 }
                 return Err(self.failed(e));
             }
-        }
+        };
         self.reporter.layer(self.index, LayerState::Verifying);
-        Ok(())
+        Ok(refs)
     }
 
     /// The layer is in: its downloaded bytes go to the content store or away. Neither

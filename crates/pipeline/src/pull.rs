@@ -12,6 +12,7 @@
 //! 5. [`record_image`]: manifest, index and config blobs, then the image record.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use rdpull_fetch::{
     blob_json, resolve, ClientOptions, Platform, Reference, Registry, ResolvedImage, StreamBudget,
 };
 use rdpull_snapshot::{ChainId, ImageRecord, LayerRecord, Store, StoreError, Writeback};
+use rdpull_unpack::{settle_on_lowers, ApplyOptions, LowerRefs};
 use rdpull_verify::Digest;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -263,9 +265,9 @@ struct Layers<'a> {
     budget: StreamBudget,
     t0: Instant,
     cancel: watch::Sender<bool>,
-    tasks: JoinSet<(usize, Result<(), PullError>)>,
-    /// Layer index → key of its active snapshot, until it is committed.
-    prepared: BTreeMap<usize, String>,
+    tasks: JoinSet<(usize, Result<LowerRefs, PullError>)>,
+    /// Layer index → key and directory of its active snapshot, until it is committed.
+    prepared: BTreeMap<usize, (String, PathBuf)>,
     /// Keep each downloaded blob in the content store.
     keep_blobs: bool,
     /// Keep the received bytes of blobs this large for the next pull to continue.
@@ -335,8 +337,9 @@ impl<'a> Layers<'a> {
             ]);
             let parent = i.checked_sub(1).map(|p| chain[p].to_string());
             let info = self.store.prepare(&key, parent.as_deref(), labels)?;
-            self.prepared.insert(i, key);
-            let mut job = self.job(i, self.store.fs_path(&info));
+            let dir = self.store.fs_path(&info);
+            self.prepared.insert(i, (key, dir.clone()));
+            let mut job = self.job(i, dir);
             job.kept = Kept::find(
                 &self.store,
                 &layers[i],
@@ -368,21 +371,24 @@ impl<'a> Layers<'a> {
         }
     }
 
-    /// Commit layers in chain order as they finish; stop at the first failure.
+    /// Commit layers in chain order as they finish, each settled on the committed layers
+    /// below it first; stop at the first failure.
     async fn commit_in_order(&mut self, present: &[bool]) -> Result<(), PullError> {
         let count = present.len();
-        let mut done = vec![false; count];
+        let mut done: BTreeMap<usize, LowerRefs> = BTreeMap::new();
         let mut next = present.iter().take_while(|p| **p).count();
         while let Some(joined) = self.tasks.join_next().await {
             let (i, result) = joined.map_err(|source| PullError::Task {
                 what: "layer task failed",
                 source,
             })?;
-            result?;
-            done[i] = true;
-            while next < count && (present[next] || done[next]) {
-                if let Some(key) = self.prepared.remove(&next) {
+            done.insert(i, result?);
+            while next < count && (present[next] || done.contains_key(&next)) {
+                if let Some((key, dir)) = self.prepared.get(&next).cloned() {
+                    let refs = done.remove(&next).unwrap_or_default();
+                    self.settle(next, dir, refs).await?;
                     commit(&self.store, &key, &self.source.chain[next])?;
+                    self.prepared.remove(&next);
                     tracing::info!(
                         "{} ms: layer {} committed (syncfs included)",
                         self.t0.elapsed().as_millis(),
@@ -396,12 +402,54 @@ impl<'a> Layers<'a> {
         Ok(())
     }
 
+    /// Settle layer `index`, unpacked into `dir`, on the committed layers below it: what
+    /// it wrote through their symlinks, their directories' metadata, hard links to
+    /// their files (`rdpull_unpack::settle_on_lowers`).
+    async fn settle(&self, index: usize, dir: PathBuf, refs: LowerRefs) -> Result<(), PullError> {
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let lowers: Vec<PathBuf> = match index.checked_sub(1) {
+            Some(p) => self
+                .store
+                .chain(&self.source.chain[p].to_string())?
+                .iter()
+                .map(|info| self.store.fs_path(info))
+                .collect(),
+            None => Vec::new(),
+        };
+        let what = (refs.implicit_dirs().len(), refs.deferred_links().len());
+        let settled = tokio::task::spawn_blocking(move || {
+            let lowers: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+            settle_on_lowers(&dir, &lowers, refs, &ApplyOptions::default())
+        })
+        .await
+        .map_err(|source| PullError::Task {
+            what: "settling a layer",
+            source,
+        })?;
+        settled.map_err(|e| PullError::Layer {
+            index: index + 1,
+            count: self.source.image.layers.len(),
+            digest: self.source.image.layers[index].digest.clone(),
+            source: e.into(),
+        })?;
+        tracing::info!(
+            "{} ms: layer {} settled on the layers below ({} implicit directories, {} hard links)",
+            self.t0.elapsed().as_millis(),
+            index + 1,
+            what.0,
+            what.1
+        );
+        Ok(())
+    }
+
     /// Stop the other downloads and wait until every unpacker has let go of its
     /// directory, then remove the snapshots that will not be committed.
     async fn abort(&mut self) {
         let _ = self.cancel.send(true);
         while self.tasks.join_next().await.is_some() {}
-        for key in self.prepared.values() {
+        for (key, _) in self.prepared.values() {
             if let Err(e) = self.store.remove(key) {
                 tracing::warn!("removing {key}: {e}");
             }

@@ -6,7 +6,7 @@
 //! stands in the tar: a whiteout next to a same-layer entry of that name turns into an
 //! opaque directory (or nothing, for a non-directory, which hides the lower path anyway).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -21,7 +21,8 @@ use tar::EntryType;
 
 use crate::error::UnpackError;
 use crate::header::{read_header, EntryHeader, Meta};
-use crate::overlay::{is_overlay_xattr, make_whiteout, set_opaque};
+use crate::lower::{DeferredLink, LowerRefs};
+use crate::overlay::{is_overlay_xattr, is_whiteout, make_whiteout, set_opaque};
 use crate::path::{clean, display, split};
 use crate::pax::{read_sparse_map_v1, SparseHeader};
 use crate::root::{clear_slot, os, LayerRoot, Previous};
@@ -52,14 +53,15 @@ impl Default for ApplyOptions {
 }
 
 /// What applying a layer did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct LayerStats {
     /// Tar entries applied (PAX and long-name headers not counted).
     pub entries: u64,
     /// Bytes of regular file content.
     pub file_bytes: u64,
-    /// Directories created only as parents of other entries, `/`-prefixed.
-    pub implicit_dirs: Vec<String>,
+    /// What the layer names of the layers below it, to settle before it is committed
+    /// ([`crate::settle_on_lowers`]).
+    pub lower_refs: LowerRefs,
 }
 
 /// Apply the tar stream `reader` to the existing directory `dir`.
@@ -80,6 +82,9 @@ pub fn apply_tar<R: Read>(
         euid: rustix::process::geteuid().as_raw(),
         egid: rustix::process::getegid().as_raw(),
         whiteouts: HashSet::new(),
+        setgid_dirs: false,
+        links: Vec::new(),
+        placeholders: HashMap::new(),
         dir_times: Vec::new(),
         buf: vec![0; COPY_BUF],
         stats: LayerStats::default(),
@@ -105,6 +110,13 @@ struct Applier {
     egid: u32,
     /// Whiteout devices this layer created (cleaned paths).
     whiteouts: HashSet<Vec<u8>>,
+    /// A directory of the layer is setgid, so a file made in one may get its group
+    /// rather than the caller's: owners are then always set.
+    setgid_dirs: bool,
+    /// Hard links to files not in this layer, settled at commit time.
+    links: Vec<DeferredLink>,
+    /// Their placeholders' inodes, and the target each stands for.
+    placeholders: HashMap<u64, Vec<u8>>,
     /// Directory mtimes, applied last so later entries do not disturb them.
     dir_times: Vec<(Vec<u8>, (i64, u32))>,
     buf: Vec<u8>,
@@ -138,6 +150,7 @@ impl Applier {
         } = read_header(&mut e)?;
         let rel = clean(&raw_path);
         self.stats.entries += 1;
+        self.root.seq = self.stats.entries;
         let (parent, name) = split(&rel);
         if let Some(target) = name.strip_prefix(b".wh.") {
             return self.whiteout(parent, target, &rel, &meta);
@@ -189,8 +202,8 @@ impl Applier {
         op: &'static str,
         make: impl Fn(&OwnedFd, &[u8]) -> rustix::io::Result<T>,
     ) -> Result<(T, Previous), UnpackError> {
-        match make(parent, name) {
-            Ok(t) => Ok((t, Previous::Nothing)),
+        let made = match make(parent, name) {
+            Ok(t) => (t, Previous::Nothing),
             Err(Errno::EXIST) => {
                 let prev = clear_slot(parent, name, false).map_err(entry_err(rel, "replace"))?;
                 if matches!(
@@ -199,10 +212,21 @@ impl Applier {
                 ) {
                     self.root.invalidate();
                 }
-                Ok((make(parent, name).map_err(errno(op, rel))?, prev))
+                (make(parent, name).map_err(errno(op, rel))?, prev)
             }
-            Err(e) => Err(errno(op, rel)(e)),
-        }
+            Err(e) => return Err(errno(op, rel)(e)),
+        };
+        self.note(parent, name, rel)?;
+        Ok(made)
+    }
+
+    /// The entry `rel` was just made at `name` in `parent`: record its place in the order.
+    fn note(&mut self, parent: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<(), UnpackError> {
+        let seq = self.root.seq;
+        self.root
+            .order
+            .note(parent, name, seq)
+            .map_err(entry_err(rel, "stat parent"))
     }
 
     fn parent_dir(&mut self, rel: &[u8]) -> Result<Arc<OwnedFd>, UnpackError> {
@@ -252,6 +276,10 @@ impl Applier {
         if opaque {
             set_opaque(&fd).map_err(entry_err(rel, "set opaque"))?;
         }
+        if meta.mode & 0o2000 != 0 {
+            self.setgid_dirs = true;
+        }
+        self.note(&parent, name, rel)?;
         self.root.remember(rel, Arc::new(fd));
         self.dir_times.push((rel.to_vec(), meta.mtime));
         Ok(())
@@ -302,7 +330,8 @@ impl Applier {
     }
 
     fn needs_chown(&self, meta: &Meta) -> bool {
-        self.options.same_owner && (meta.uid, meta.gid) != (self.euid, self.egid)
+        self.options.same_owner
+            && ((meta.uid, meta.gid) != (self.euid, self.egid) || self.setgid_dirs)
     }
 
     /// Copy `limit` bytes (or all) of `r` into `file` at `offset`, leaving holes where
@@ -385,16 +414,10 @@ impl Applier {
             return Ok(());
         }
         let (tp, tn) = split(&target_rel);
-        let not_here = || {
-            refuse(format!(
-                "hard link target {} is not in this layer",
-                display(&target_rel)
-            ))
-        };
         let tparent = match self.root.lookup_dir(tp) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
-                return Err(not_here())
+                return self.defer_link(rel, target_rel)
             }
             Err(e) => return Err(entry_err(rel, "hard link target")(e)),
         };
@@ -405,8 +428,20 @@ impl Applier {
                     display(&target_rel)
                 )))
             }
-            Ok(_) => {}
-            Err(Errno::NOENT) => return Err(not_here()),
+            Ok(st) if is_whiteout(&st) => {
+                return Err(refuse(format!(
+                    "hard link target {} is deleted by this layer",
+                    display(&target_rel)
+                )))
+            }
+            Ok(st) => {
+                // A link to a placeholder waits for the same lower file.
+                if let Some(lower) = self.placeholders.get(&st.st_ino) {
+                    let lower = lower.clone();
+                    return self.defer_link(rel, lower);
+                }
+            }
+            Err(Errno::NOENT) => return self.defer_link(rel, target_rel),
             Err(e) => return Err(errno("hard link target", rel)(e)),
         }
         let parent = self.parent_dir(rel)?;
@@ -414,6 +449,33 @@ impl Applier {
         self.create(&parent, name, rel, "hard link", |p, n| {
             rfs::linkat(&tparent, os(tn), p, os(n), AtFlags::empty())
         })?;
+        Ok(())
+    }
+
+    /// A hard link to `target`, which is not in this layer: an empty placeholder stands
+    /// at `rel` until the link is settled on the lower layers.
+    fn defer_link(&mut self, rel: &[u8], target: Vec<u8>) -> Result<(), UnpackError> {
+        self.root.order.start();
+        let parent = self.parent_dir(rel)?;
+        let name = split(rel).1;
+        let (fd, _) = self.create(&parent, name, rel, "hard link", |p, n| {
+            rfs::openat(
+                p,
+                os(n),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        })?;
+        let ino = rfs::fstat(&fd).map_err(errno("stat", rel))?.st_ino;
+        self.placeholders.insert(ino, target.clone());
+        self.links.push(DeferredLink {
+            parent,
+            name: name.to_vec(),
+            ino,
+            target,
+            entry: rel.to_vec(),
+            seq: self.root.seq,
+        });
         Ok(())
     }
 
@@ -483,6 +545,7 @@ impl Applier {
         match rfs::statat(&*parent, os(target), AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => {
                 make_whiteout(&*parent, target).map_err(errno("whiteout", &wrel))?;
+                self.note(&parent, target, &wrel)?;
                 if self.needs_chown(meta) {
                     rfs::chownat(
                         &*parent,
@@ -610,14 +673,18 @@ impl Applier {
                 rfs::futimens(&*fd, &times(*t)).map_err(errno("set mtime", rel))?;
             }
         }
-        self.stats.implicit_dirs = self.root.implicit.iter().map(|p| display(p)).collect();
+        self.stats.lower_refs = LowerRefs {
+            implicit: std::mem::take(&mut self.root.implicit),
+            links: std::mem::take(&mut self.links),
+            order: std::mem::take(&mut self.root.order),
+        };
         Ok(self.stats)
     }
 }
 
 /// xattrs never taken from a layer: overlayfs's own (a layer must not forge redirects or
 /// metacopy markers) and SELinux labels (the host's policy decides those).
-fn skip_xattr(name: &[u8]) -> bool {
+pub(crate) fn skip_xattr(name: &[u8]) -> bool {
     is_overlay_xattr(name) || name == b"security.selinux"
 }
 

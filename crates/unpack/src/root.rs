@@ -17,6 +17,9 @@ use std::sync::Arc;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use crate::lower::Order;
+use crate::overlay::{is_whiteout, set_opaque};
+
 /// Linux's own limit for symlinks followed in one lookup.
 const MAX_SYMLINKS: usize = 40;
 /// Directory fds kept open per layer; tar streams visit directories in runs, so a small
@@ -31,8 +34,13 @@ pub(crate) fn os(b: &[u8]) -> &OsStr {
 pub(crate) struct LayerRoot {
     root: Arc<OwnedFd>,
     dirs: HashMap<Vec<u8>, Arc<OwnedFd>>,
-    /// Directories created because an entry needed them as parents (no entry of their own).
+    /// Directories created because an entry needed them as parents (no entry of their
+    /// own): physical paths, symlinks of the layer resolved.
     pub implicit: Vec<Vec<u8>>,
+    /// When each entry was made, once it can matter (see [`Order`]).
+    pub order: Order,
+    /// The number of the entry being applied.
+    pub seq: u64,
 }
 
 impl LayerRoot {
@@ -46,6 +54,8 @@ impl LayerRoot {
             root: Arc::new(fd),
             dirs: HashMap::new(),
             implicit: Vec::new(),
+            order: Order::default(),
+            seq: 0,
         })
     }
 
@@ -63,7 +73,13 @@ impl LayerRoot {
         }
         let fd = match self.lookup_dir(rel) {
             Ok(fd) => fd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => self.walk_create(rel)?,
+            // ENOTDIR: a whiteout of this layer may stand on the way.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) =>
+            {
+                self.walk_create(rel)?
+            }
             Err(e) => return Err(e),
         };
         let fd = Arc::new(fd);
@@ -105,7 +121,9 @@ impl LayerRoot {
     }
 
     /// Walk `rel` one component at a time from the root, following symlinks inside the
-    /// root and creating missing directories (mode 0755, like containerd and umoci).
+    /// root and creating missing directories (mode 0755, like containerd and umoci). A
+    /// whiteout of this layer on the way is replaced by an opaque directory: the entry
+    /// re-creates a path the layer deleted, which must not show the lower one's contents.
     fn walk_create(&mut self, rel: &[u8]) -> io::Result<OwnedFd> {
         // stack[i] is the directory at names[..i]; stack[0] is the root.
         let mut stack: Vec<OwnedFd> = vec![dup_dir(&self.root)?];
@@ -144,6 +162,19 @@ impl LayerRoot {
                         }
                         continue;
                     }
+                    _ if is_whiteout(&st) => {
+                        rfs::unlinkat(cur, os(&c), AtFlags::empty())?;
+                        rfs::mkdirat(cur, os(&c), Mode::from_raw_mode(0o755))?;
+                        let dir = rfs::openat(
+                            cur,
+                            os(&c),
+                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )?;
+                        set_opaque(&dir)?;
+                        self.order.start();
+                        self.order.note(cur, &c, self.seq)?;
+                    }
                     _ => return Err(Errno::NOTDIR.into()),
                 },
                 Err(Errno::NOENT) => {
@@ -154,6 +185,8 @@ impl LayerRoot {
                     }
                     path.extend_from_slice(&c);
                     self.implicit.push(path);
+                    self.order.start();
+                    self.order.note(cur, &c, self.seq)?;
                 }
                 Err(e) => return Err(e.into()),
             }
