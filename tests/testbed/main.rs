@@ -6,6 +6,7 @@
 //! Every test needs root (overlay whiteouts are devices, layers set owners) and the
 //! testbed's registry, which `setup` starts; as non-root each test says it is skipped.
 //! Themes: [`conformance`] (trees equal umoci's, hostile images stay inside),
+//! [`crosslayer`] (layers that write through, into and link to their lower layers),
 //! [`registry_access`] (auth, credentials, hosts.toml, TLS, proxies), [`resume`] (a
 //! killed big pull resumes), [`lifecycle`] (images, inspect, history, rmi, prune),
 //! [`save`] (kept blobs, and an OCI archive skopeo and umoci read).
@@ -16,6 +17,7 @@
 mod common;
 
 mod conformance;
+mod crosslayer;
 mod lifecycle;
 mod registry_access;
 mod resume;

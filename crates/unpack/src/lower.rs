@@ -252,7 +252,10 @@ impl Settler {
             .collect();
         for entry in moved {
             self.unpend(&entry.1);
-            self.pend(join(to, &entry.1[from.len()..].strip_prefix(b"/").unwrap_or(&[])));
+            self.pend(join(
+                to,
+                &entry.1[from.len()..].strip_prefix(b"/").unwrap_or(&[]),
+            ));
         }
     }
 
@@ -382,8 +385,8 @@ impl Settler {
         self.touch(t).map_err(fs_err(tp, "stat"))?;
         for name in names {
             let (sc, tc) = (join(sp, &name), join(tp, &name));
-            let s_st = rfs::statat(s, os(&name), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(errno(&sc, "stat"))?;
+            let s_st =
+                rfs::statat(s, os(&name), AtFlags::SYMLINK_NOFOLLOW).map_err(errno(&sc, "stat"))?;
             let t_st = match rfs::statat(t, os(&name), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::NOENT) => {
@@ -485,8 +488,10 @@ impl Settler {
                     self.touch(&cur).map_err(fs_err(here, "stat"))?;
                     rfs::mkdirat(&cur, os(part), Mode::from_raw_mode(0o755))
                         .map_err(errno(here, "mkdir"))?;
-                    if let Found::Dir(layers) =
-                        self.view.entry(here, true).map_err(fs_err(here, "look below"))?
+                    if let Found::Dir(layers) = self
+                        .view
+                        .entry(here, true)
+                        .map_err(fs_err(here, "look below"))?
                     {
                         let src = self
                             .view
@@ -508,11 +513,7 @@ impl Settler {
 
     /// The hard links of the layer to `target`, which was not in the layer when the tar
     /// made them.
-    fn settle_links(
-        &mut self,
-        target: &[u8],
-        links: Vec<DeferredLink>,
-    ) -> Result<(), UnpackError> {
+    fn settle_links(&mut self, target: &[u8], links: Vec<DeferredLink>) -> Result<(), UnpackError> {
         let live: Vec<DeferredLink> = links
             .into_iter()
             .filter(|l| {
@@ -524,7 +525,12 @@ impl Settler {
             return Ok(()); // every one of them was replaced by a later entry
         };
         let entry = first.entry.clone();
-        let no_target = |why: &str| refused(&entry, format!("hard link target {} {why}", display(target)));
+        let no_target = |why: &str| {
+            refused(
+                &entry,
+                format!("hard link target {} {why}", display(target)),
+            )
+        };
         let (tparent, tname) = split(target);
         let (dir, found) = self
             .view
@@ -551,14 +557,21 @@ impl Settler {
                 return self.link_all(&live, (&dir, n), &[]);
             }
         }
-        let (l, st) = match self.view.entry(&path, true).map_err(fs_err(&path, "look below"))? {
+        let (l, st) = match self
+            .view
+            .entry(&path, true)
+            .map_err(fs_err(&path, "look below"))?
+        {
             Found::Other(l, st) => (l, st),
             Found::Dir(_) => return Err(no_target("is a directory")),
             Found::Missing => return Err(no_target("is in no layer below")),
         };
         // The file's names in its layer that the merged tree still shows join the group.
         let mut names = Vec::new();
-        for q in self.names_of(l, &path, &st).map_err(fs_err(&path, "find other names"))? {
+        for q in self
+            .names_of(l, &path, &st)
+            .map_err(fs_err(&path, "find other names"))?
+        {
             match self.view.entry(&q, false).map_err(fs_err(&q, "look"))? {
                 Found::Other(ql, qst) if ql == l && qst.st_ino == st.st_ino => names.push(q),
                 _ => {}
@@ -600,7 +613,13 @@ impl Settler {
 
     /// Make the placeholder of `link` a copy of `path` of layer `l` (content, owner,
     /// mode, xattrs, mtime).
-    fn fill(&mut self, link: &DeferredLink, l: usize, path: &[u8], st: &Stat) -> Result<(), UnpackError> {
+    fn fill(
+        &mut self,
+        link: &DeferredLink,
+        l: usize,
+        path: &[u8],
+        st: &Stat,
+    ) -> Result<(), UnpackError> {
         let at = &link.entry;
         let ft = FileType::from_raw_mode(st.st_mode);
         if ft == FileType::RegularFile {
@@ -622,11 +641,15 @@ impl Settler {
         }
         // A symlink, device or fifo: made anew in the placeholder's place.
         self.touch(&*link.parent).map_err(fs_err(at, "stat"))?;
-        rfs::unlinkat(&*link.parent, os(&link.name), AtFlags::empty()).map_err(errno(at, "replace"))?;
+        rfs::unlinkat(&*link.parent, os(&link.name), AtFlags::empty())
+            .map_err(errno(at, "replace"))?;
         let (p, n) = (&*link.parent, os(&link.name));
         match ft {
             FileType::Symlink => {
-                let t = self.view.read_link(l, path).map_err(fs_err(path, "read link"))?;
+                let t = self
+                    .view
+                    .read_link(l, path)
+                    .map_err(fs_err(path, "read link"))?;
                 rfs::symlinkat(os(&t), p, n).map_err(errno(at, "symlink"))?;
             }
             _ => rfs::mknodat(p, n, ft, Mode::from_raw_mode(0o600), st.st_rdev)
@@ -643,8 +666,13 @@ impl Settler {
             .map_err(errno(at, "chown"))?;
         }
         if ft != FileType::Symlink {
-            rfs::chmodat(p, n, Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())
-                .map_err(errno(at, "chmod"))?;
+            rfs::chmodat(
+                p,
+                n,
+                Mode::from_raw_mode(st.st_mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .map_err(errno(at, "chmod"))?;
         }
         let times = stat_times(st);
         rfs::utimensat(p, n, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(at, "set mtime"))
@@ -659,11 +687,18 @@ impl Settler {
         names: &[Vec<u8>],
     ) -> Result<(), UnpackError> {
         for link in links {
-            self.touch(&*link.parent).map_err(fs_err(&link.entry, "stat"))?;
+            self.touch(&*link.parent)
+                .map_err(fs_err(&link.entry, "stat"))?;
             rfs::unlinkat(&*link.parent, os(&link.name), AtFlags::empty())
                 .map_err(errno(&link.entry, "replace"))?;
-            rfs::linkat(anchor.0, os(anchor.1), &*link.parent, os(&link.name), AtFlags::empty())
-                .map_err(errno(&link.entry, "hard link"))?;
+            rfs::linkat(
+                anchor.0,
+                os(anchor.1),
+                &*link.parent,
+                os(&link.name),
+                AtFlags::empty(),
+            )
+            .map_err(errno(&link.entry, "hard link"))?;
         }
         for q in names {
             let (p, n) = split(q);
