@@ -156,11 +156,9 @@ pub(crate) enum Command {
     },
     /// Remove the layers and blobs no image uses, and what interrupted pulls left.
     Prune,
-    /// Show images as JSON: manifest, platform, config, and per layer its snapshot.
-    Inspect {
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    /// Show images as JSON: manifest, platform, config, and per layer its snapshot. With
+    /// no image: the store's partial downloads and kept layer blobs.
+    Inspect { images: Vec<String> },
     /// Write an image to FILE as an OCI image layout tar, which `skopeo copy
     /// oci-archive:FILE` and `podman load -i FILE` read. Its layer blobs must be kept:
     /// pull it with --keep-blobs first.

@@ -68,6 +68,9 @@ fn main() -> ExitCode {
 
 /// `inspect`: every image each argument names, as one JSON array.
 fn inspect(store: &Store, args: &[String]) -> Result<(), BoxError> {
+    if args.is_empty() {
+        return shown(render::inspect(&mut stdout(), &store.details()?));
+    }
     let mut details = Vec::new();
     for arg in args {
         for image in find_images(store, arg)? {

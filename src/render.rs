@@ -71,8 +71,9 @@ pub(crate) fn images(
     Ok(())
 }
 
-/// `rdpull inspect`: a JSON array, as `docker inspect` prints.
-pub(crate) fn inspect(out: &mut impl Write, details: &[ImageDetails]) -> io::Result<()> {
+/// `rdpull inspect`: a JSON array of images, as `docker inspect` prints, or with no
+/// image the store's own state as one JSON object.
+pub(crate) fn inspect(out: &mut impl Write, details: &impl serde::Serialize) -> io::Result<()> {
     let json = serde_json::to_string_pretty(details).map_err(io::Error::other)?;
     writeln!(out, "{json}")
 }

@@ -69,6 +69,15 @@ fn a_killed_pull_continues_at_the_kept_byte_and_fetches_the_layer_once() {
     let kept = ingest_file(root.path(), &p.layer_digests[1]);
     let at = (1 << 20) + 12_345;
     kill_after_keeping(&reg, root.path(), &path, &kept, at);
+    // `inspect` with no image shows what the store keeps of the interrupted pull.
+    let store: serde_json::Value =
+        serde_json::from_str(&stdout(&ok(rdpull(root.path(), &["inspect"])))).unwrap();
+    let partial = &store["partial_downloads"];
+    assert_eq!(partial.as_array().unwrap().len(), 1, "{store}");
+    assert_eq!(partial[0]["digest"], p.layer_digests[1].as_str());
+    assert_eq!(partial[0]["bytes"], std::fs::metadata(&kept).unwrap().len());
+    assert_eq!(partial[0]["in_use"], false);
+    assert_eq!(store["kept_blobs"], serde_json::json!([]));
 
     ok(pull_resuming(&reg, root.path()));
     assert_eq!(ranges(&reg, &path), [None, Some(format!("bytes={at}-"))]);

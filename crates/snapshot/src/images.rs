@@ -8,7 +8,9 @@ use rdpull_verify::Digest;
 
 use crate::error::{io_err, StoreError};
 use crate::fsutil::{disk_usage, now_ns, sync_dir};
-use crate::record::{ImageDetails, ImageRecord, LayerDetails};
+use crate::record::{
+    ImageDetails, ImageRecord, KeptBlobDetails, LayerDetails, PartialDownloadDetails, StoreDetails,
+};
 use crate::store::{Kind, Store};
 
 impl Store {
@@ -99,6 +101,45 @@ impl Store {
             platform: image.platform.clone(),
             config,
             layers,
+        })
+    }
+
+    /// What the store holds besides its images: partial downloads and kept layer blobs.
+    pub fn details(&self) -> Result<StoreDetails, StoreError> {
+        let partial_downloads = self
+            .partial_downloads()?
+            .into_iter()
+            .map(|p| PartialDownloadDetails {
+                modified: p
+                    .modified
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                digest: p.digest,
+                bytes: p.bytes,
+                in_use: p.in_use,
+            })
+            .collect();
+        let mut kept: std::collections::BTreeMap<String, KeptBlobDetails> = Default::default();
+        for image in self.images()? {
+            for layer in &image.layers {
+                if self.kept_blob(&layer.digest, layer.size)?.is_none() {
+                    continue;
+                }
+                kept.entry(layer.digest.to_string())
+                    .or_insert_with(|| KeptBlobDetails {
+                        digest: layer.digest.clone(),
+                        size: layer.size,
+                        path: self.blob_path(&layer.digest),
+                        images: Vec::new(),
+                    })
+                    .images
+                    .push(image.name.clone());
+            }
+        }
+        Ok(StoreDetails {
+            root: self.root().to_path_buf(),
+            partial_downloads,
+            kept_blobs: kept.into_values().collect(),
         })
     }
 

@@ -30,6 +30,9 @@ pub use error::StoreError;
 pub use flatten::{flatten, flatten_until, FlattenStats};
 pub use gc::{Lease, PruneReport};
 pub use ingest::{Ingest, PartialDownload};
-pub use record::{HistoryEntry, ImageDetails, ImageRecord, LayerDetails, LayerRecord};
+pub use record::{
+    HistoryEntry, ImageDetails, ImageRecord, KeptBlobDetails, LayerDetails, LayerRecord,
+    PartialDownloadDetails, StoreDetails,
+};
 pub use store::{Info, Kind, Mount, Store};
 pub use writeback::Writeback;

@@ -126,3 +126,35 @@ impl ImageDetails {
             .collect()
     }
 }
+
+/// What the store holds besides its images, as `inspect` with no image shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct StoreDetails {
+    pub root: PathBuf,
+    /// Received bytes of blobs whose pull stopped, which the next pull continues.
+    pub partial_downloads: Vec<PartialDownloadDetails>,
+    /// Whole layer blobs in the content store (`--keep-blobs`), with the images using them.
+    pub kept_blobs: Vec<KeptBlobDetails>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct PartialDownloadDetails {
+    pub digest: Digest,
+    /// Bytes kept so far.
+    pub bytes: u64,
+    /// Last written, in seconds since the Unix epoch; `prune` removes it a day later.
+    pub modified: u64,
+    /// A running pull is writing it now.
+    pub in_use: bool,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct KeptBlobDetails {
+    pub digest: Digest,
+    pub size: u64,
+    pub path: PathBuf,
+    pub images: Vec<String>,
+}

@@ -222,10 +222,8 @@ impl Applier {
 
     /// The entry `rel` was just made at `name` in `parent`: record its place in the order.
     fn note(&mut self, parent: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<(), UnpackError> {
-        let seq = self.root.seq;
         self.root
-            .order
-            .note(parent, name, seq)
+            .note(split(rel).0, parent, name)
             .map_err(entry_err(rel, "stat parent"))
     }
 

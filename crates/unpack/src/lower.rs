@@ -49,13 +49,15 @@ impl Order {
         self.on = true;
     }
 
-    /// Entry number `seq` was just made at `name` in the directory `parent`.
-    pub(crate) fn note(&mut self, parent: &impl AsFd, name: &[u8], seq: u64) -> io::Result<()> {
+    pub(crate) fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// Entry number `seq` was just made at `name` in the directory with inode `parent`.
+    pub(crate) fn note(&mut self, parent: u64, name: &[u8], seq: u64) {
         if self.on {
-            let ino = rfs::fstat(parent)?.st_ino;
-            self.seqs.insert((ino, name.to_vec()), seq);
+            self.seqs.insert((parent, name.to_vec()), seq);
         }
-        Ok(())
     }
 
     fn of(&self, parent_ino: u64, name: &[u8]) -> u64 {
@@ -213,8 +215,18 @@ fn open_dir(parent: &impl AsFd, name: &[u8]) -> rustix::io::Result<OwnedFd> {
     )
 }
 
-fn ino(fd: &impl AsFd) -> io::Result<u64> {
-    Ok(rfs::fstat(fd)?.st_ino)
+/// A directory of the layer taking part in a merge: its fd, physical path and inode.
+struct Side<'a> {
+    fd: &'a OwnedFd,
+    path: &'a [u8],
+    ino: u64,
+}
+
+impl<'a> Side<'a> {
+    fn new(fd: &'a OwnedFd, path: &'a [u8]) -> Result<Side<'a>, UnpackError> {
+        let ino = rfs::fstat(fd).map_err(errno(path, "stat"))?.st_ino;
+        Ok(Side { fd, path, ino })
+    }
 }
 
 impl Settler {
@@ -254,7 +266,7 @@ impl Settler {
             self.unpend(&entry.1);
             self.pend(join(
                 to,
-                &entry.1[from.len()..].strip_prefix(b"/").unwrap_or(&[]),
+                entry.1[from.len()..].strip_prefix(b"/").unwrap_or(&[]),
             ));
         }
     }
@@ -367,92 +379,87 @@ impl Settler {
         Ok(())
     }
 
-    /// Move the entries of the layer's directory `s` into its directory `t`. Where both
-    /// have a name, the entry the tar made later wins; two directories merge.
+    /// Move the entries of the layer's directory `s` (at `sp`) into its directory `t`
+    /// (at `tp`). Where both have a name, the entry the tar made later wins; two
+    /// directories merge.
     fn merge(&mut self, s: &OwnedFd, sp: &[u8], t: &OwnedFd, tp: &[u8]) -> Result<(), UnpackError> {
-        let (s_ino, t_ino) = (
-            ino(s).map_err(fs_err(sp, "stat"))?,
-            ino(t).map_err(fs_err(tp, "stat"))?,
-        );
+        let s = Side::new(s, sp)?;
+        let t = Side::new(t, tp)?;
         let mut names = Vec::new();
-        for e in rfs::Dir::read_from(s).map_err(errno(sp, "read directory"))? {
+        for e in rfs::Dir::read_from(s.fd).map_err(errno(sp, "read directory"))? {
             let e = e.map_err(errno(sp, "read directory"))?;
             let n = e.file_name().to_bytes();
             if n != b"." && n != b".." {
                 names.push(n.to_vec());
             }
         }
-        self.touch(t).map_err(fs_err(tp, "stat"))?;
+        self.touch(t.fd).map_err(fs_err(tp, "stat"))?;
         for name in names {
-            let (sc, tc) = (join(sp, &name), join(tp, &name));
-            let s_st =
-                rfs::statat(s, os(&name), AtFlags::SYMLINK_NOFOLLOW).map_err(errno(&sc, "stat"))?;
-            let t_st = match rfs::statat(t, os(&name), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => {
-                    self.rename(s, s_ino, t, t_ino, &name, &tc)?;
-                    continue;
-                }
-                Err(e) => return Err(errno(&tc, "stat")(e)),
-            };
-            // A whiteout hides only the layers below, wherever it stands in the tar.
-            if is_whiteout(&s_st) {
-                if is_dir(&t_st) {
-                    let d = open_dir(t, &name).map_err(errno(&tc, "open"))?;
-                    set_opaque(&d).map_err(fs_err(&tc, "set opaque"))?;
-                }
-                rfs::unlinkat(s, os(&name), AtFlags::empty()).map_err(errno(&sc, "remove"))?;
-                continue;
-            }
-            if is_whiteout(&t_st) {
-                rfs::unlinkat(t, os(&name), AtFlags::empty()).map_err(errno(&tc, "remove"))?;
-                self.rename(s, s_ino, t, t_ino, &name, &tc)?;
-                if is_dir(&s_st) {
-                    let d = open_dir(t, &name).map_err(errno(&tc, "open"))?;
-                    set_opaque(&d).map_err(fs_err(&tc, "set opaque"))?;
-                }
-                continue;
-            }
-            let (s_seq, t_seq) = (self.order.of(s_ino, &name), self.order.of(t_ino, &name));
-            if is_dir(&s_st) && is_dir(&t_st) {
-                let sd = open_dir(s, &name).map_err(errno(&sc, "open"))?;
-                let td = open_dir(t, &name).map_err(errno(&tc, "open"))?;
-                self.merge(&sd, &sc, &td, &tc)?;
-                let s_explicit = !self.view.transparent.contains(&sc);
-                let t_implicit = self.view.transparent.contains(&tc);
-                if s_explicit && (t_implicit || s_seq > t_seq) {
-                    copy_meta(&sd, &td, self.same_owner).map_err(fs_err(&tc, "copy metadata"))?;
-                    self.unpend(&tc);
-                }
-                if is_opaque(&sd) {
-                    set_opaque(&td).map_err(fs_err(&tc, "set opaque"))?;
-                }
-                self.unpend(&sc);
-                drop(sd);
-                rfs::unlinkat(s, os(&name), AtFlags::REMOVEDIR).map_err(errno(&sc, "remove"))?;
-            } else if s_seq >= t_seq {
-                self.unpend_under(&tc);
-                remove_all(t, &name).map_err(fs_err(&tc, "replace"))?;
-                self.rename(s, s_ino, t, t_ino, &name, &tc)?;
-            } else {
-                self.unpend_under(&sc);
-                remove_all(s, &name).map_err(fs_err(&sc, "remove"))?;
-            }
+            self.merge_name(&s, &t, &name)?;
         }
         Ok(())
     }
 
-    fn rename(
-        &mut self,
-        s: &OwnedFd,
-        s_ino: u64,
-        t: &OwnedFd,
-        t_ino: u64,
-        name: &[u8],
-        tc: &[u8],
-    ) -> Result<(), UnpackError> {
-        rfs::renameat(s, os(name), t, os(name)).map_err(errno(tc, "move"))?;
-        self.order.moved(s_ino, t_ino, name);
+    fn merge_name(&mut self, s: &Side<'_>, t: &Side<'_>, name: &[u8]) -> Result<(), UnpackError> {
+        let (sc, tc) = (join(s.path, name), join(t.path, name));
+        let s_st =
+            rfs::statat(s.fd, os(name), AtFlags::SYMLINK_NOFOLLOW).map_err(errno(&sc, "stat"))?;
+        let t_st = match rfs::statat(t.fd, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return self.rename(s, t, name),
+            Err(e) => return Err(errno(&tc, "stat")(e)),
+        };
+        let opaque = |d: &OwnedFd, at: &[u8]| -> Result<(), UnpackError> {
+            let d = open_dir(d, name).map_err(errno(at, "open"))?;
+            set_opaque(&d).map_err(fs_err(at, "set opaque"))
+        };
+        // A whiteout hides only the layers below, wherever it stands in the tar.
+        if is_whiteout(&s_st) {
+            if is_dir(&t_st) {
+                opaque(t.fd, &tc)?;
+            }
+            return rfs::unlinkat(s.fd, os(name), AtFlags::empty()).map_err(errno(&sc, "remove"));
+        }
+        if is_whiteout(&t_st) {
+            rfs::unlinkat(t.fd, os(name), AtFlags::empty()).map_err(errno(&tc, "remove"))?;
+            self.rename(s, t, name)?;
+            return if is_dir(&s_st) {
+                opaque(t.fd, &tc)
+            } else {
+                Ok(())
+            };
+        }
+        let (s_seq, t_seq) = (self.order.of(s.ino, name), self.order.of(t.ino, name));
+        if is_dir(&s_st) && is_dir(&t_st) {
+            let sd = open_dir(s.fd, name).map_err(errno(&sc, "open"))?;
+            let td = open_dir(t.fd, name).map_err(errno(&tc, "open"))?;
+            self.merge(&sd, &sc, &td, &tc)?;
+            let s_explicit = !self.view.transparent.contains(&sc);
+            let t_implicit = self.view.transparent.contains(&tc);
+            if s_explicit && (t_implicit || s_seq > t_seq) {
+                copy_meta(&sd, &td, self.same_owner).map_err(fs_err(&tc, "copy metadata"))?;
+                self.unpend(&tc);
+            }
+            if is_opaque(&sd) {
+                set_opaque(&td).map_err(fs_err(&tc, "set opaque"))?;
+            }
+            self.unpend(&sc);
+            drop(sd);
+            rfs::unlinkat(s.fd, os(name), AtFlags::REMOVEDIR).map_err(errno(&sc, "remove"))
+        } else if s_seq >= t_seq {
+            self.unpend_under(&tc);
+            remove_all(t.fd, name).map_err(fs_err(&tc, "replace"))?;
+            self.rename(s, t, name)
+        } else {
+            self.unpend_under(&sc);
+            remove_all(s.fd, name).map_err(fs_err(&sc, "remove"))
+        }
+    }
+
+    fn rename(&mut self, s: &Side<'_>, t: &Side<'_>, name: &[u8]) -> Result<(), UnpackError> {
+        rfs::renameat(s.fd, os(name), t.fd, os(name))
+            .map_err(errno(&join(t.path, name), "move"))?;
+        self.order.moved(s.ino, t.ino, name);
         Ok(())
     }
 
@@ -548,7 +555,7 @@ impl Settler {
             let placeholder = live.iter().any(|l| l.ino == st.st_ino);
             if earlier && !placeholder {
                 if is_whiteout(&st) {
-                    return Err(no_target("was deleted by this layer before the link"));
+                    return Err(no_target("is deleted by this layer"));
                 }
                 if is_dir(&st) {
                     return Err(no_target("is a directory"));
@@ -566,34 +573,48 @@ impl Settler {
             Found::Dir(_) => return Err(no_target("is a directory")),
             Found::Missing => return Err(no_target("is in no layer below")),
         };
-        // The file's names in its layer that the merged tree still shows join the group.
-        let mut names = Vec::new();
-        for q in self
-            .names_of(l, &path, &st)
-            .map_err(fs_err(&path, "find other names"))?
-        {
-            match self.view.entry(&q, false).map_err(fs_err(&q, "look"))? {
-                Found::Other(ql, qst) if ql == l && qst.st_ino == st.st_ino => names.push(q),
-                _ => {}
-            }
-        }
+        let names = self
+            .visible_names(l, &path, &st)
+            .map_err(fs_err(&path, "find other names"))?;
         let anchor = &live[0];
         self.fill(anchor, l, &path, &st)?;
         self.link_all(&live[1..], (&anchor.parent, &anchor.name), &names)
     }
 
-    /// `path` of layer `l` and its other names there (same inode), physical paths.
-    fn names_of(&self, l: usize, path: &[u8], st: &Stat) -> io::Result<Vec<Vec<u8>>> {
+    /// `path` of layer `l` and its other names there (same inode) that the merged tree
+    /// still shows as that file: they join the group of links. Physical paths.
+    fn visible_names(&self, l: usize, path: &[u8], st: &Stat) -> io::Result<Vec<Vec<u8>>> {
         let mut out = vec![path.to_vec()];
-        if st.st_nlink < 2 || is_dir(st) {
-            return Ok(out);
+        if st.st_nlink >= 2 && !is_dir(st) {
+            self.other_names(l, path, st, &mut out)?;
         }
-        let root = self
-            .view
-            .open_in(l, b"", OFlags::RDONLY | OFlags::DIRECTORY)?
-            .ok_or(Errno::NOENT)?;
-        let mut todo = vec![(root, Vec::new())];
-        while let Some((dir, p)) = todo.pop() {
+        let mut visible = Vec::new();
+        for q in out {
+            match self.view.entry(&q, false)? {
+                Found::Other(ql, qst) if ql == l && qst.st_ino == st.st_ino => visible.push(q),
+                _ => {}
+            }
+        }
+        Ok(visible)
+    }
+
+    /// The other names of `path`'s file in layer `l`: a walk of that layer, one open
+    /// directory at a time.
+    fn other_names(
+        &self,
+        l: usize,
+        path: &[u8],
+        st: &Stat,
+        out: &mut Vec<Vec<u8>>,
+    ) -> io::Result<()> {
+        let mut todo = vec![Vec::new()];
+        while let Some(p) = todo.pop() {
+            let Some(dir) = self
+                .view
+                .open_in(l, &p, OFlags::RDONLY | OFlags::DIRECTORY)?
+            else {
+                continue;
+            };
             for e in rfs::Dir::read_from(&dir)? {
                 let e = e?;
                 let n = e.file_name().to_bytes();
@@ -602,13 +623,13 @@ impl Settler {
                 }
                 let q = join(&p, n);
                 if e.file_type() == FileType::Directory {
-                    todo.push((open_dir(&dir, n)?, q));
+                    todo.push(q);
                 } else if e.ino() == st.st_ino && q != path {
                     out.push(q);
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Make the placeholder of `link` a copy of `path` of layer `l` (content, owner,

@@ -34,6 +34,8 @@ pub(crate) fn os(b: &[u8]) -> &OsStr {
 pub(crate) struct LayerRoot {
     root: Arc<OwnedFd>,
     dirs: HashMap<Vec<u8>, Arc<OwnedFd>>,
+    /// Inodes of cached directories, for [`Order`]; cleared with `dirs`.
+    inos: HashMap<Vec<u8>, u64>,
     /// Directories created because an entry needed them as parents (no entry of their
     /// own): physical paths, symlinks of the layer resolved.
     pub implicit: Vec<Vec<u8>>,
@@ -53,6 +55,7 @@ impl LayerRoot {
         Ok(LayerRoot {
             root: Arc::new(fd),
             dirs: HashMap::new(),
+            inos: HashMap::new(),
             implicit: Vec::new(),
             order: Order::default(),
             seq: 0,
@@ -110,6 +113,7 @@ impl LayerRoot {
     pub(crate) fn remember(&mut self, rel: &[u8], fd: Arc<OwnedFd>) {
         if self.dirs.len() >= DIR_CACHE_MAX {
             self.dirs.clear();
+            self.inos.clear();
         }
         self.dirs.insert(rel.to_vec(), fd);
     }
@@ -118,6 +122,28 @@ impl LayerRoot {
     /// cached path may now name something else.
     pub(crate) fn invalidate(&mut self) {
         self.dirs.clear();
+        self.inos.clear();
+    }
+
+    /// Entry `self.seq` was just made at `name` in the directory `parent` (at `rel`):
+    /// record it in the order, once the order is recorded. The parent's inode is looked
+    /// up once per cached directory, not once per entry.
+    pub(crate) fn note(&mut self, rel: &[u8], parent: &OwnedFd, name: &[u8]) -> io::Result<()> {
+        if !self.order.is_on() {
+            return Ok(());
+        }
+        let ino = match self.inos.get(rel) {
+            Some(&ino) => ino,
+            None => {
+                let ino = rfs::fstat(parent)?.st_ino;
+                if rel.is_empty() || self.dirs.contains_key(rel) {
+                    self.inos.insert(rel.to_vec(), ino);
+                }
+                ino
+            }
+        };
+        self.order.note(ino, name, self.seq);
+        Ok(())
     }
 
     /// Walk `rel` one component at a time from the root, following symlinks inside the
@@ -164,30 +190,11 @@ impl LayerRoot {
                     }
                     _ if is_whiteout(&st) => {
                         rfs::unlinkat(cur, os(&c), AtFlags::empty())?;
-                        rfs::mkdirat(cur, os(&c), Mode::from_raw_mode(0o755))?;
-                        let dir = rfs::openat(
-                            cur,
-                            os(&c),
-                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                            Mode::empty(),
-                        )?;
-                        set_opaque(&dir)?;
-                        self.order.start();
-                        self.order.note(cur, &c, self.seq)?;
+                        self.make_parent(cur, &names, &c, true)?;
                     }
                     _ => return Err(Errno::NOTDIR.into()),
                 },
-                Err(Errno::NOENT) => {
-                    rfs::mkdirat(cur, os(&c), Mode::from_raw_mode(0o755))?;
-                    let mut path = names.join(&b'/');
-                    if !path.is_empty() {
-                        path.push(b'/');
-                    }
-                    path.extend_from_slice(&c);
-                    self.implicit.push(path);
-                    self.order.start();
-                    self.order.note(cur, &c, self.seq)?;
-                }
+                Err(Errno::NOENT) => self.make_parent(cur, &names, &c, false)?,
                 Err(e) => return Err(e.into()),
             }
             let next = rfs::openat(
@@ -200,6 +207,40 @@ impl LayerRoot {
             names.push(c);
         }
         Ok(stack.pop().unwrap())
+    }
+}
+
+impl LayerRoot {
+    /// A directory `name` in `cur` (at `names`) for the entry being applied: opaque
+    /// where it replaces a whiteout of the layer, else recorded as implicit. From here on
+    /// the order of entries counts (`Order`).
+    fn make_parent(
+        &mut self,
+        cur: &OwnedFd,
+        names: &[Vec<u8>],
+        name: &[u8],
+        opaque: bool,
+    ) -> io::Result<()> {
+        rfs::mkdirat(cur, os(name), Mode::from_raw_mode(0o755))?;
+        if !opaque {
+            let mut path = names.join(&b'/');
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name);
+            self.implicit.push(path);
+        } else {
+            let dir = rfs::openat(
+                cur,
+                os(name),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            set_opaque(&dir)?;
+        }
+        self.order.start();
+        self.order.note(rfs::fstat(cur)?.st_ino, name, self.seq);
+        Ok(())
     }
 }
 

@@ -28,7 +28,9 @@ impl Stack {
     }
 
     fn ino(&self, path: &str) -> u64 {
-        std::fs::symlink_metadata(self.mnt.join(path)).unwrap().ino()
+        std::fs::symlink_metadata(self.mnt.join(path))
+            .unwrap()
+            .ino()
     }
 }
 
@@ -77,7 +79,9 @@ fn the_later_of_two_entries_for_one_file_wins() {
     t.file("bin/x", b"through bin");
     t.file("usr/bin/x", b"direct");
     let s = stack(&[merged_usr(), t.finish()]).unwrap();
-    assert!(s.listing().contains(&"/usr/bin/x f 0644 0:0 direct".to_string()));
+    assert!(s
+        .listing()
+        .contains(&"/usr/bin/x f 0644 0:0 direct".to_string()));
     // And the other way round.
     let mut t = Tar::default();
     t.file("usr/bin/x", b"direct");
@@ -175,7 +179,10 @@ fn a_hard_link_to_a_lower_file_joins_all_its_names() {
     let s = stack(&[base.finish(), t.finish(), wh.finish(), t3.finish()]).unwrap();
     let l = s.listing();
     for name in ["a", "b", "c", "c2"] {
-        assert!(l.contains(&format!("/{name} f 4750 7:8 shared")), "{name}: {l:#?}");
+        assert!(
+            l.contains(&format!("/{name} f 4750 7:8 shared")),
+            "{name}: {l:#?}"
+        );
         assert_eq!(s.ino(name), s.ino("a"), "{name}");
     }
     assert!(l.contains(&"/hs l 0777 0:0 a".to_string()), "{l:#?}");
@@ -212,7 +219,10 @@ fn a_link_keeps_the_lower_file_that_a_later_entry_replaces() {
     t.file(".wh.d", b"");
     t.hardlink("link-d", "d");
     let e = stack(&[base.finish(), t.finish()]).err().unwrap();
-    assert_eq!(e, "/link-d: refused: hard link target /d is deleted by this layer");
+    assert_eq!(
+        e,
+        "/link-d: refused: hard link target /d is deleted by this layer"
+    );
 }
 
 #[test]
