@@ -1,12 +1,12 @@
 //! Kept blobs and `save`: `pull --keep-blobs` keeps each layer blob, verified; `save`
-//! writes an OCI layout tar that skopeo reads and umoci unpacks to the tree rdpull
-//! unpacks; an image pulled without kept blobs is refused until a `--keep-blobs` pull
+//! writes an OCI layout tar that skopeo reads and umoci unpacks, and that podman loads
+//! and mounts, to the tree rdpull unpacks; an image pulled without kept blobs is refused until a `--keep-blobs` pull
 //! fetches the blobs of its present layers; `rmi` and `prune` remove the kept blobs.
 
 use super::*;
 
 #[test]
-fn kept_blobs_save_to_an_oci_archive_that_skopeo_and_umoci_read() {
+fn kept_blobs_save_to_an_oci_archive_that_skopeo_umoci_and_podman_read() {
     skip_unless_root!();
     setup();
     let _debian = DEBIAN_REPO.lock().unwrap_or_else(|e| e.into_inner());
@@ -56,7 +56,17 @@ fn kept_blobs_save_to_an_oci_archive_that_skopeo_and_umoci_read() {
         let bytes = std::fs::read(&kept).unwrap();
         assert_eq!(format!("sha256:{:x}", Sha256::digest(&bytes)), *d);
     }
+    let store: serde_json::Value =
+        serde_json::from_str(&stdout(&ok(rdpull(&root, &["inspect"])))).unwrap();
+    let kept: Vec<(&str, &serde_json::Value)> = store["kept_blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["digest"].as_str().unwrap(), &b["images"]))
+        .collect();
+    assert_eq!(kept, [(layers[0].as_str(), &serde_json::json!([image]))]);
     ok(rdpull(&root, &["save", &image, archive.to_str().unwrap()]));
+    podman_loads(tmp.path(), &archive, &image, &inspected[0]["config_digest"]);
 
     let layout = tmp.path().join("layout");
     let st = Command::new("skopeo")
@@ -91,4 +101,35 @@ fn kept_blobs_save_to_an_oci_archive_that_skopeo_and_umoci_read() {
             .count(),
         0
     );
+}
+
+/// `podman load` reads the archive under the image's name, with the config's digest as
+/// its id, and `podman image mount` shows the tree umoci unpacks. Podman's storage is
+/// private to the test (vfs driver under `tmp`).
+fn podman_loads(tmp: &Path, archive: &Path, image: &str, config_digest: &serde_json::Value) {
+    let podman = |args: &[&str]| {
+        let out = Command::new("podman")
+            .arg("--root")
+            .arg(tmp.join("podman-root"))
+            .arg("--runroot")
+            .arg(tmp.join("podman-run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .expect("podman (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out).trim().to_string()
+    };
+    let loaded = podman(&["load", "--quiet", "-i", archive.to_str().unwrap()]);
+    assert_eq!(loaded, format!("Loaded image: {image}"));
+    let id = podman(&["image", "inspect", "--format", "{{.Id}}", image]);
+    assert_eq!(format!("sha256:{id}"), config_digest.as_str().unwrap());
+    let rootfs = podman(&["image", "mount", image]);
+    let listing = tree_manifest(Path::new(&rootfs));
+    podman(&["image", "unmount", image]);
+    assert_eq!(listing, expected("debian_bookworm"));
 }
