@@ -17,7 +17,7 @@
 //! directly) are decided by the order in which the tar made them: the later one wins,
 //! as in a sequential apply. Only the layer's own directory is written.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
@@ -300,18 +300,38 @@ impl Settler {
     }
 
     fn settle_dirs(&mut self) -> Result<(), UnpackError> {
+        // Implicit directories with nothing below them: nor have their descendants.
+        let mut new: HashSet<Vec<u8>> = HashSet::new();
         while let Some((_, p)) = self.pending.pop_first() {
             self.view.transparent.remove(&p);
+            let mut up = &p[..];
+            let under_new = loop {
+                match up.iter().rposition(|&b| b == b'/') {
+                    Some(i) => up = &up[..i],
+                    None => break false,
+                }
+                if new.contains(up) {
+                    break true;
+                }
+            };
+            if under_new {
+                continue;
+            }
             match self.view.stat_in(0, &p).map_err(fs_err(&p, "settle"))? {
-                Some(st) if is_dir(&st) => self.settle_dir(&p)?,
+                Some(st) if is_dir(&st) => {
+                    if !self.settle_dir(&p)? {
+                        new.insert(p);
+                    }
+                }
                 _ => {} // replaced by a later entry of the layer
             }
         }
         Ok(())
     }
 
-    /// The implicit directory `p`, its parents settled already.
-    fn settle_dir(&mut self, p: &[u8]) -> Result<(), UnpackError> {
+    /// The implicit directory `p`, its parents settled already. False when the layers
+    /// below have no directory there.
+    fn settle_dir(&mut self, p: &[u8]) -> Result<bool, UnpackError> {
         match self.view.entry(p, true).map_err(fs_err(p, "look below"))? {
             Found::Dir(layers) => {
                 let src = self
@@ -324,14 +344,16 @@ impl Settler {
                     .open_in(0, p, OFlags::RDONLY | OFlags::DIRECTORY)
                     .map_err(fs_err(p, "open"))?
                     .ok_or_else(|| fs_err(p, "open")(Errno::NOENT.into()))?;
-                copy_meta(&src, &dst, self.same_owner).map_err(fs_err(p, "copy metadata"))
+                copy_meta(&src, &dst, self.same_owner).map_err(fs_err(p, "copy metadata"))?;
+                Ok(true)
             }
             Found::Other(l, st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
-                self.dissolve(p, l)
+                self.dissolve(p, l)?;
+                Ok(true)
             }
             // Nothing below (a new directory, 0755 as a sequential apply makes it), or
             // a lower non-directory that the directory replaces.
-            _ => Ok(()),
+            _ => Ok(false),
         }
     }
 
