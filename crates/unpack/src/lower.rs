@@ -317,13 +317,14 @@ impl Settler {
             if under_new {
                 continue;
             }
-            match self.view.stat_in(0, &p).map_err(fs_err(&p, "settle"))? {
-                Some(st) if is_dir(&st) => {
-                    if !self.settle_dir(&p)? {
-                        new.insert(p);
-                    }
-                }
-                _ => {} // replaced by a later entry of the layer
+            // Not a directory any more: a later entry of the layer replaced it.
+            let still_dir = self
+                .view
+                .stat_in(0, &p)
+                .map_err(fs_err(&p, "settle"))?
+                .is_some_and(|st| is_dir(&st));
+            if still_dir && !self.settle_dir(&p)? {
+                new.insert(p);
             }
         }
         Ok(())
