@@ -90,8 +90,9 @@ pub(crate) struct Global {
     /// Extra CA certificates (PEM) to trust for registry TLS.
     #[arg(long, global = true)]
     pub(crate) tls_ca: Option<PathBuf>,
-    /// Registry credentials, USER:PASSWORD.
-    #[arg(long, global = true, env = "RDPULL_USER", hide_env_values = true)]
+    /// Registry credentials, USER:PASSWORD (before the command: after `bundle`, `--user`
+    /// is the container's user).
+    #[arg(long, env = "RDPULL_USER", hide_env_values = true)]
     pub(crate) user: Option<String>,
     /// Seconds a download may go without receiving a byte.
     #[arg(long, global = true, default_value_t = 30)]
@@ -163,6 +164,18 @@ pub(crate) enum Command {
     /// oci-archive:FILE` and `podman load -i FILE` read. Its layer blobs must be kept:
     /// pull it with --keep-blobs first.
     Save { image: String, file: PathBuf },
+    /// Write an OCI bundle of IMAGE to DIR (a new directory), pulling it if needed: a
+    /// flattened `rootfs` and a `config.json` with Docker's defaults, which `runc run
+    /// --bundle DIR ID` and `crun run` run as they are.
+    Bundle {
+        #[command(flatten)]
+        run: RunArgs,
+        image: String,
+        dir: PathBuf,
+        /// The command and its arguments, replacing the image's Cmd.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Show how an image was built, newest step first, as `docker history` does.
     History {
         image: String,
@@ -245,4 +258,41 @@ mod tests {
         assert!(ok.global.keep_blobs);
         assert_eq!(ok.global.resume_min_size, 0);
     }
+}
+
+/// How a container runs, as `docker run` takes it.
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct RunArgs {
+    /// Set an environment variable: NAME=VALUE, or NAME for this process's value.
+    #[arg(long, short)]
+    pub(crate) env: Vec<String>,
+    /// Working directory inside the container (created if missing).
+    #[arg(long, short)]
+    pub(crate) workdir: Option<String>,
+    /// User: name, uid, uid:gid, name:group, resolved in the image's /etc/passwd and
+    /// /etc/group.
+    #[arg(long = "user", short = 'u')]
+    pub(crate) run_user: Option<String>,
+    /// Replace the image's Entrypoint (and drop its Cmd); "" clears it.
+    #[arg(long)]
+    pub(crate) entrypoint: Option<String>,
+    /// The container's hostname (default: the first 12 characters of its id).
+    #[arg(long)]
+    pub(crate) hostname: Option<String>,
+    /// Mount the rootfs read-only.
+    #[arg(long)]
+    pub(crate) read_only: bool,
+    /// `host` (default: the host's network) or `none` (a loopback only).
+    #[arg(long, value_enum, default_value_t = NetworkArg::Host)]
+    pub(crate) network: NetworkArg,
+    /// Allocate a terminal for the process.
+    #[arg(long, short)]
+    pub(crate) tty: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum NetworkArg {
+    #[default]
+    Host,
+    None,
 }

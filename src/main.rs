@@ -19,10 +19,10 @@ use std::sync::Arc;
 use clap::Parser;
 use rdpull_fetch::Reference;
 use rdpull_pipeline::{find_images, pull, pull_if_missing, unpack_to, Ensured, PullError};
-use rdpull_snapshot::Store;
+use rdpull_snapshot::{ImageRecord, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{with_default_command, Cli, Command, ListFormat};
+use crate::cli::{with_default_command, Cli, Command, Global, ListFormat};
 use crate::options::BoxError;
 use crate::progress::Progress;
 use crate::signals::Signals;
@@ -116,6 +116,71 @@ fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// `rdpull unpack`: the image (pulled if needed) flattened into `dir`.
+async fn unpack(
+    store: Arc<Store>,
+    g: &Global,
+    image: &str,
+    dir: &std::path::Path,
+    cancel: &CancellationToken,
+) -> Result<(), BoxError> {
+    let (reference, image) = ensure_image(&store, g, image, cancel).await?;
+    // On a blocking thread, so that a signal can stop it between two entries.
+    let (dir2, cancel) = (dir.to_path_buf(), cancel.clone());
+    let stats =
+        tokio::task::spawn_blocking(move || unpack_to(&store, &image, &dir2, &cancel)).await??;
+    if !g.quiet {
+        println!(
+            "Unpacked {reference} to {} ({} entries)",
+            dir.display(),
+            stats.entries
+        );
+    }
+    Ok(())
+}
+
+/// `rdpull bundle`: the image (pulled if needed) as an OCI bundle in `dir`.
+async fn bundle(
+    store: Arc<Store>,
+    g: &Global,
+    image: &str,
+    dir: &std::path::Path,
+    run: rdpull_run::RunOptions,
+    cancel: &CancellationToken,
+) -> Result<(), BoxError> {
+    let (reference, image) = ensure_image(&store, g, image, cancel).await?;
+    let (dir2, cancel) = (dir.to_path_buf(), cancel.clone());
+    let id = tokio::task::spawn_blocking(move || {
+        rdpull_pipeline::bundle_to(&store, &image, &dir2, &run, &cancel)
+    })
+    .await??;
+    if !g.quiet {
+        println!(
+            "Bundle of {reference} in {} (rootfs flattened), for container {}",
+            dir.display(),
+            id.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// The stored image `image` names, pulled first (with progress) if the store lacks it.
+async fn ensure_image(
+    store: &Arc<Store>,
+    g: &Global,
+    image: &str,
+    cancel: &CancellationToken,
+) -> Result<(Reference, ImageRecord), BoxError> {
+    let reference: Reference = image.parse()?;
+    let progress = Arc::new(Progress::new(g.quiet));
+    let opts = options::pull(g, cancel)?;
+    let ensured = pull_if_missing(store.clone(), &reference, &opts, progress.clone()).await?;
+    if let Ensured::Pulled(outcome) = &ensured {
+        progress.finish(&reference, outcome);
+    }
+    Ok((reference, ensured.image().clone()))
+}
+
 async fn run(cli: Cli, cancel: &CancellationToken) -> Result<(), BoxError> {
     let (g, command) = (cli.global, cli.command);
     options::require_root(&command)?;
@@ -129,27 +194,22 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<(), BoxError> {
             let outcome = pull(store, &reference, &opts, progress.clone()).await?;
             progress.finish(&reference, &outcome);
         }
-        Command::Unpack { image, dir } => {
-            let reference: Reference = image.parse()?;
-            let progress = Arc::new(Progress::new(g.quiet));
-            let opts = options::pull(&g, cancel)?;
-            let ensured =
-                pull_if_missing(store.clone(), &reference, &opts, progress.clone()).await?;
-            if let Ensured::Pulled(outcome) = &ensured {
-                progress.finish(&reference, outcome);
-            }
-            // On a blocking thread, so that a signal can stop it between two entries.
-            let (image, dir2, cancel) = (ensured.image().clone(), dir.clone(), cancel.clone());
-            let stats =
-                tokio::task::spawn_blocking(move || unpack_to(&store, &image, &dir2, &cancel))
-                    .await??;
-            if !g.quiet {
-                println!(
-                    "Unpacked {reference} to {} ({} entries)",
-                    dir.display(),
-                    stats.entries
-                );
-            }
+        Command::Unpack { image, dir } => unpack(store, &g, &image, &dir, cancel).await?,
+        Command::Bundle {
+            run,
+            image,
+            dir,
+            command,
+        } => {
+            bundle(
+                store,
+                &g,
+                &image,
+                &dir,
+                options::run(&run, &command),
+                cancel,
+            )
+            .await?
         }
         Command::Images { format } => {
             let json = format == ListFormat::Json;

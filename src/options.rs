@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use rdpull_fetch::{ChunkPolicy, ClientOptions, Credentials, Platform};
 use rdpull_pipeline::PullOptions;
+use rdpull_run::{Network, RunOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, Global};
+use crate::cli::{Command, Global, NetworkArg, RunArgs};
 
 /// Any error, for the CLI's one-line report.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -59,6 +60,7 @@ pub(crate) fn require_root(command: &Command) -> Result<(), BoxError> {
     let name = match command {
         Command::Pull { .. } => "pull",
         Command::Unpack { .. } => "unpack",
+        Command::Bundle { .. } => "bundle",
         Command::Rmi { .. } => "rmi",
         Command::Prune => "prune",
         Command::Images { .. }
@@ -83,5 +85,23 @@ pub(crate) fn raise_fd_limit() {
     if l.current < l.maximum {
         l.current = l.maximum;
         let _ = setrlimit(Resource::Nofile, l);
+    }
+}
+
+/// The `run` flags as `rdpull-run` takes them.
+pub(crate) fn run(args: &RunArgs, command: &[String]) -> RunOptions {
+    RunOptions {
+        command: command.to_vec(),
+        entrypoint: args.entrypoint.clone(),
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        user: args.run_user.clone(),
+        hostname: args.hostname.clone(),
+        read_only: args.read_only,
+        network: match args.network {
+            NetworkArg::Host => Network::Host,
+            NetworkArg::None => Network::None,
+        },
+        tty: args.tty,
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! Every test needs root (overlay whiteouts are devices, layers set owners) and the
 //! testbed's registry, which `setup` starts; as non-root each test says it is skipped.
-//! Themes: [`conformance`] (trees equal umoci's, hostile images stay inside),
+//! Themes: [`bundle`] (OCI bundles that runc and crun run), [`conformance`] (trees equal umoci's, hostile images stay inside),
 //! [`crosslayer`] (layers that write through, into and link to their lower layers),
 //! [`registry_access`] (auth, credentials, hosts.toml, TLS, proxies), [`resume`] (a
 //! killed big pull resumes), [`lifecycle`] (images, inspect, history, rmi, prune),
@@ -16,6 +16,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bundle;
 mod conformance;
 mod crosslayer;
 mod lifecycle;

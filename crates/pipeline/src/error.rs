@@ -46,6 +46,9 @@ pub enum PullError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The runtime spec or bundle of an image could not be made.
+    #[error(transparent)]
+    Spec(#[from] rdpull_run::SpecError),
     /// Writing a flattened rootfs: `op` names the step, `path` the target.
     #[error("{op} {path}: {source}")]
     Rootfs {
@@ -94,6 +97,9 @@ pub enum ConfigError {
         layers: usize,
         manifest: Digest,
     },
+    /// The config is not an image config.
+    #[error("not an image config: {0}")]
+    Json(#[from] serde_json::Error),
     /// A `rootfs.diff_ids` entry is not a digest.
     #[error(transparent)]
     InvalidDiffId(#[from] VerifyError),

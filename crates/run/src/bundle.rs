@@ -1,0 +1,104 @@
+//! An OCI bundle: `config.json` beside a `rootfs`, and the container's own `/etc`
+//! files, which runc and crun run as they are (`runc run --bundle DIR ID`).
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use oci_spec::runtime::Spec;
+
+use crate::error::SpecError;
+
+/// A container's id: 64 random hex characters, as Docker's; its first 12 are the default
+/// hostname.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerId(String);
+
+impl ContainerId {
+    pub fn random() -> io::Result<ContainerId> {
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        Ok(ContainerId(
+            bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 characters, as `docker ps` shows ids.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+}
+
+/// `/etc/hosts` of a container: Docker's loopback block and its own hostname.
+fn hosts(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+/// Write `spec` as `dir/config.json` and the files it bind-mounts (`hostname`, `hosts`,
+/// and the host's `resolv.conf`), and create its working directory in `dir/rootfs`
+/// (0755 root, inside the rootfs whatever symlinks it holds), as Docker creates it.
+pub fn write_bundle(dir: &Path, spec: &Spec) -> Result<(), SpecError> {
+    let write = |name: &str, data: &[u8]| -> Result<(), SpecError> {
+        let path = dir.join(name);
+        let err = |source| SpecError::Bundle {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut f = std::fs::File::create(&path).map_err(err)?;
+        f.write_all(data).map_err(err)
+    };
+    let hostname = spec.hostname().clone().unwrap_or_default();
+    write("hostname", format!("{hostname}\n").as_bytes())?;
+    write("hosts", hosts(&hostname).as_bytes())?;
+    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    write("resolv.conf", &resolv)?;
+    if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) {
+        mkdir_in_root(&dir.join("rootfs"), &cwd.to_string_lossy())?;
+    }
+    let json = serde_json::to_vec_pretty(spec).map_err(|e| SpecError::Spec(e.to_string()))?;
+    write("config.json", &json)
+}
+
+/// `mkdir -p rel` inside `root`, each component resolved as if `root` were `/`.
+fn mkdir_in_root(root: &Path, rel: &str) -> Result<(), SpecError> {
+    rdpull_unpack::make_dir_in_root(root, rel.as_bytes()).map_err(|source| SpecError::Rootfs {
+        path: rel.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_64_hex_and_differ() {
+        let (a, b) = (
+            ContainerId::random().unwrap(),
+            ContainerId::random().unwrap(),
+        );
+        assert_eq!(a.as_str().len(), 64);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.short(), &a.as_str()[..12]);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_workdir_is_made_inside_the_rootfs() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("rootfs");
+        std::fs::create_dir(&root).unwrap();
+        // A symlink that climbs out resolves inside.
+        std::os::unix::fs::symlink("../../../outside", root.join("up")).unwrap();
+        mkdir_in_root(&root, "/up/work/dir").unwrap();
+        assert!(root.join("outside/work/dir").is_dir());
+        assert!(!t.path().join("outside").exists());
+    }
+}

@@ -1,0 +1,20 @@
+//! From a pulled image to something a runtime runs.
+//!
+//! This crate owns the *spec* stage: an image config and the user's `run` options become
+//! an OCI runtime-spec `config.json` with Docker's and containerd's defaults
+//! ([`runtime_spec`]: command, environment, user resolved from the image's own passwd
+//! and group files, working directory, namespaces, mounts, capabilities, masked and
+//! read-only paths, rlimits), and an OCI bundle around a rootfs ([`write_bundle`]:
+//! `config.json` plus the container's own `/etc/hostname`, `/etc/hosts` and
+//! `/etc/resolv.conf`), which runc and crun run unchanged. It does not fetch or unpack
+//! images (`rdpull-pipeline` does) and does not start processes.
+
+mod bundle;
+mod error;
+mod spec;
+mod user;
+
+pub use bundle::{write_bundle, ContainerId};
+pub use error::SpecError;
+pub use spec::{runtime_spec, Network, RunOptions, DEFAULT_CAPABILITIES};
+pub use user::{resolve_user, ExecUser};
