@@ -176,6 +176,34 @@ pub(crate) enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Run a command in a new container of IMAGE (pulled if needed), as `docker run`
+    /// does, through an OCI runtime. Exits with the command's code, 128+N when signal N
+    /// killed it; 125 when rdpull fails, 126 when the command cannot be invoked, 127 when
+    /// it is not found.
+    Run {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Remove the container (its snapshot and directory) when it exits.
+        #[arg(long)]
+        rm: bool,
+        /// The OCI runtime: runc, crun, or a path to one.
+        #[arg(long, default_value = "runc")]
+        runtime: String,
+        image: String,
+        /// The command and its arguments, replacing the image's Cmd.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List containers: running ones, or with -a all of them.
+    Ps {
+        #[arg(long, short)]
+        all: bool,
+    },
+    /// Remove stopped containers, by id or a unique id prefix.
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
     /// Show how an image was built, newest step first, as `docker history` does.
     History {
         image: String,

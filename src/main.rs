@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         (run(cli, &signals.cancel).await, signals.received())
     });
     match (result, signal) {
-        (Ok(()), _) => ExitCode::SUCCESS,
+        (Ok(code), _) => code,
         (Err(e), Some(number)) if matches!(e.downcast_ref(), Some(PullError::Interrupted)) => {
             eprintln!(
                 "rdpull: interrupted by {}: what was committed is kept, the rest removed",
@@ -124,7 +124,7 @@ async fn unpack(
     dir: &std::path::Path,
     cancel: &CancellationToken,
 ) -> Result<(), BoxError> {
-    let (reference, image) = ensure_image(&store, g, image, cancel).await?;
+    let (reference, image) = ensure_image(&store, g, image, cancel, Progress::new(g.quiet)).await?;
     // On a blocking thread, so that a signal can stop it between two entries.
     let (dir2, cancel) = (dir.to_path_buf(), cancel.clone());
     let stats =
@@ -148,7 +148,7 @@ async fn bundle(
     run: rdpull_run::RunOptions,
     cancel: &CancellationToken,
 ) -> Result<(), BoxError> {
-    let (reference, image) = ensure_image(&store, g, image, cancel).await?;
+    let (reference, image) = ensure_image(&store, g, image, cancel, Progress::new(g.quiet)).await?;
     let (dir2, cancel) = (dir.to_path_buf(), cancel.clone());
     let id = tokio::task::spawn_blocking(move || {
         rdpull_pipeline::bundle_to(&store, &image, &dir2, &run, &cancel)
@@ -164,15 +164,80 @@ async fn bundle(
     Ok(())
 }
 
+/// `rdpull pull`.
+async fn pull_image(
+    store: Arc<Store>,
+    g: &Global,
+    image: &str,
+    cancel: &CancellationToken,
+) -> Result<(), BoxError> {
+    let reference: Reference = image.parse()?;
+    let progress = Arc::new(Progress::new(g.quiet));
+    let opts = options::pull(g, cancel)?;
+    let outcome = pull(store, &reference, &opts, progress.clone()).await?;
+    progress.finish(&reference, &outcome);
+    Ok(())
+}
+
+/// `rdpull rm`: each container by id or unique prefix; its full id is printed.
+fn remove_containers(store: &Store, ids: &[String]) -> Result<(), BoxError> {
+    for id in ids {
+        println!("{}", rdpull_run::remove_container_by_id(store, id)?);
+    }
+    Ok(())
+}
+
+/// `rdpull run`: a container of the image (pulled if needed), run by `runtime` until it
+/// exits. The exit code is the command's; a failure is reported here, with 125, 126 or
+/// 127 as `docker run` uses them.
+async fn run_container(
+    store: Arc<Store>,
+    g: &Global,
+    image: &str,
+    opts: rdpull_run::RunOptions,
+    rm: bool,
+    runtime: String,
+    cancel: &CancellationToken,
+) -> ExitCode {
+    let ran: Result<i32, BoxError> = async {
+        let (_, image) =
+            ensure_image(&store, g, image, cancel, Progress::on_stderr(g.quiet)).await?;
+        let config = rdpull_pipeline::image_config(&store, &image)?;
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut c = rdpull_run::Container::create(&store, &image, &config, &opts)?;
+            let code = c.run(&runtime, signals::forward_to);
+            signals::forward_to(0);
+            if rm {
+                c.remove(&store);
+            }
+            code
+        })
+        .await?;
+        Ok(joined?)
+    }
+    .await;
+    match ran {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(e) => {
+            let code = e
+                .downcast_ref::<rdpull_run::RunError>()
+                .map_or(125, rdpull_run::RunError::exit_code);
+            fail(e.as_ref());
+            ExitCode::from(code)
+        }
+    }
+}
+
 /// The stored image `image` names, pulled first (with progress) if the store lacks it.
 async fn ensure_image(
     store: &Arc<Store>,
     g: &Global,
     image: &str,
     cancel: &CancellationToken,
+    progress: Progress,
 ) -> Result<(Reference, ImageRecord), BoxError> {
     let reference: Reference = image.parse()?;
-    let progress = Arc::new(Progress::new(g.quiet));
+    let progress = Arc::new(progress);
     let opts = options::pull(g, cancel)?;
     let ensured = pull_if_missing(store.clone(), &reference, &opts, progress.clone()).await?;
     if let Ensured::Pulled(outcome) = &ensured {
@@ -181,19 +246,13 @@ async fn ensure_image(
     Ok((reference, ensured.image().clone()))
 }
 
-async fn run(cli: Cli, cancel: &CancellationToken) -> Result<(), BoxError> {
+async fn run(cli: Cli, cancel: &CancellationToken) -> Result<ExitCode, BoxError> {
     let (g, command) = (cli.global, cli.command);
     options::require_root(&command)?;
     options::raise_fd_limit();
     let store = Arc::new(Store::open(&g.root)?);
     match command {
-        Command::Pull { image } => {
-            let reference: Reference = image.parse()?;
-            let progress = Arc::new(Progress::new(g.quiet));
-            let opts = options::pull(&g, cancel)?;
-            let outcome = pull(store, &reference, &opts, progress.clone()).await?;
-            progress.finish(&reference, &outcome);
-        }
+        Command::Pull { image } => pull_image(store, &g, &image, cancel).await?,
         Command::Unpack { image, dir } => unpack(store, &g, &image, &dir, cancel).await?,
         Command::Bundle {
             run,
@@ -201,15 +260,8 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<(), BoxError> {
             dir,
             command,
         } => {
-            bundle(
-                store,
-                &g,
-                &image,
-                &dir,
-                options::run(&run, &command),
-                cancel,
-            )
-            .await?
+            let opts = options::run(&run, &command);
+            bundle(store, &g, &image, &dir, opts, cancel).await?;
         }
         Command::Images { format } => {
             let json = format == ListFormat::Json;
@@ -220,7 +272,23 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<(), BoxError> {
                 json,
             ))?;
         }
-        Command::Rmi { images, force } => return remove_images(&store, &images, force),
+        Command::Rmi { images, force } => remove_images(&store, &images, force)?,
+        Command::Run {
+            run,
+            rm,
+            runtime,
+            image,
+            command,
+        } => {
+            let opts = options::run(&run, &command);
+            return Ok(run_container(store, &g, &image, opts, rm, runtime, cancel).await);
+        }
+        Command::Ps { all } => shown(render::containers(
+            &mut stdout(),
+            &rdpull_run::list_containers(&store)?,
+            all,
+        ))?,
+        Command::Rm { ids } => remove_containers(&store, &ids)?,
         Command::Prune => shown(render::prune(&mut stdout(), &store.prune()?))?,
         Command::Inspect { images } => inspect(&store, &images)?,
         Command::Save { image, file } => {
@@ -232,5 +300,5 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<(), BoxError> {
             shown(render::history(&mut stdout(), &details, no_trunc))?;
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -61,12 +61,15 @@ pub(crate) fn require_root(command: &Command) -> Result<(), BoxError> {
         Command::Pull { .. } => "pull",
         Command::Unpack { .. } => "unpack",
         Command::Bundle { .. } => "bundle",
+        Command::Run { .. } => "run",
+        Command::Rm { .. } => "rm",
         Command::Rmi { .. } => "rmi",
         Command::Prune => "prune",
         Command::Images { .. }
         | Command::Inspect { .. }
         | Command::History { .. }
-        | Command::Save { .. } => return Ok(()),
+        | Command::Save { .. }
+        | Command::Ps { .. } => return Ok(()),
     };
     if rustix::process::geteuid().is_root() {
         return Ok(());

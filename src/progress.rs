@@ -18,6 +18,7 @@ enum Mode {
 /// The display of one pull, made when the pull knows its layers.
 struct Display {
     mode: Mode,
+    to_stderr: bool,
     ids: Vec<String>,
     sizes: Vec<u64>,
 }
@@ -25,13 +26,34 @@ struct Display {
 /// What `rdpull pull` shows: a [`Reporter`] that draws the pull's layers.
 pub(crate) struct Progress {
     quiet: bool,
+    /// On stderr, leaving stdout to a container (`run`), as `docker run` does.
+    to_stderr: bool,
     display: OnceLock<Display>,
+}
+
+/// One line on stdout, or on stderr.
+fn emit(to_stderr: bool, line: &str) {
+    if to_stderr {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    } else {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
 }
 
 impl Progress {
     pub(crate) fn new(quiet: bool) -> Progress {
         Progress {
             quiet,
+            to_stderr: false,
+            display: OnceLock::new(),
+        }
+    }
+
+    /// Progress on stderr; with `quiet`, none at all.
+    pub(crate) fn on_stderr(quiet: bool) -> Progress {
+        Progress {
+            quiet,
+            to_stderr: true,
             display: OnceLock::new(),
         }
     }
@@ -39,7 +61,9 @@ impl Progress {
     /// The closing lines; with --quiet only the reference, as `docker pull -q`.
     pub(crate) fn finish(&self, reference: &Reference, outcome: &PullOutcome) {
         if self.quiet {
-            println!("{reference}");
+            if !self.to_stderr {
+                emit(false, &reference.to_string());
+            }
             return;
         }
         let status = if outcome.up_to_date {
@@ -47,9 +71,12 @@ impl Progress {
         } else {
             format!("Downloaded newer image for {reference}")
         };
-        println!("Digest: {}", outcome.image.target_digest);
-        println!("Status: {status}");
-        println!("{reference}");
+        emit(
+            self.to_stderr,
+            &format!("Digest: {}", outcome.image.target_digest),
+        );
+        emit(self.to_stderr, &format!("Status: {status}"));
+        emit(self.to_stderr, &reference.to_string());
     }
 }
 
@@ -60,7 +87,7 @@ impl Reporter for Progress {
             .map(|l| l.digest.short().to_string())
             .collect();
         let sizes = layers.iter().map(|l| l.size).collect();
-        let display = Display::new(self.quiet, ids, sizes);
+        let display = Display::new(self.quiet, self.to_stderr, ids, sizes);
         let tag = reference
             .tag()
             .unwrap_or_else(|| reference.digest().map_or("latest", |d| d.short()));
@@ -96,11 +123,21 @@ fn human(n: u64) -> String {
 
 impl Display {
     /// `ids` are the short layer ids, `sizes` their compressed sizes.
-    fn new(quiet: bool, ids: Vec<String>, sizes: Vec<u64>) -> Display {
+    fn new(quiet: bool, to_stderr: bool, ids: Vec<String>, sizes: Vec<u64>) -> Display {
+        let terminal = if to_stderr {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
         let mode = if quiet {
             Mode::Quiet
-        } else if std::io::stdout().is_terminal() {
-            let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        } else if terminal {
+            let target = if to_stderr {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::stdout()
+            };
+            let mp = MultiProgress::with_draw_target(target);
             let style = ProgressStyle::with_template("{prefix}: {msg}").unwrap();
             let bars = ids
                 .iter()
@@ -114,14 +151,19 @@ impl Display {
         } else {
             Mode::Lines(Mutex::new(vec![0; ids.len()]))
         };
-        Display { mode, ids, sizes }
+        Display {
+            mode,
+            to_stderr,
+            ids,
+            sizes,
+        }
     }
 
     /// A line above the layers (e.g. `bookworm: Pulling from debian`).
     fn say(&self, line: &str) {
         match &self.mode {
             Mode::Quiet => {}
-            Mode::Lines(_) => println!("{line}"),
+            Mode::Lines(_) => emit(self.to_stderr, line),
             Mode::Bars(mp, _) => {
                 let _ = mp.println(line);
             }
@@ -132,13 +174,13 @@ impl Display {
         match &self.mode {
             Mode::Quiet => {}
             Mode::Lines(_) => {
-                let mut out = std::io::stdout().lock();
                 let extra = if state == LayerState::Downloading {
                     format!(" 0B/{}", human(self.sizes[layer]))
                 } else {
                     String::new()
                 };
-                let _ = writeln!(out, "{}: {}{extra}", self.ids[layer], state.text());
+                let line = format!("{}: {}{extra}", self.ids[layer], state.text());
+                emit(self.to_stderr, &line);
             }
             Mode::Bars(_, bars) => {
                 let b = &bars[layer];
@@ -160,12 +202,13 @@ impl Display {
                 let mut seen = quarters.lock().unwrap();
                 if q > seen[layer] && q < 4 {
                     seen[layer] = q;
-                    println!(
+                    let line = format!(
                         "{}: Downloading {}/{}",
                         self.ids[layer],
                         human(done),
                         human(self.sizes[layer])
                     );
+                    emit(self.to_stderr, &line);
                 }
             }
             Mode::Bars(_, bars) => {

@@ -229,6 +229,37 @@ fn unix_seconds(t: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3600 + mi * 60 + s - offset)
 }
 
+/// `rdpull ps`: `docker ps`'s columns; running containers, or with `all` every one.
+pub(crate) fn containers(
+    out: &mut impl Write,
+    containers: &[rdpull_run::ContainerRecord],
+    all: bool,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<14}{:<32}{:<26}STATUS",
+        "CONTAINER ID", "IMAGE", "COMMAND"
+    )?;
+    for c in containers.iter().filter(|c| all || c.status == "running") {
+        let mut command = format!("\"{}\"", c.command.join(" "));
+        if command.chars().count() > 22 {
+            command = format!("{}…\"", command.chars().take(20).collect::<String>());
+        }
+        let status = match c.exit_code {
+            Some(code) => format!("Exited ({code})"),
+            None => c.status.clone(),
+        };
+        writeln!(
+            out,
+            "{:<14}{:<32}{:<26}{status}",
+            &c.id[..12],
+            c.image,
+            command
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

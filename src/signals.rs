@@ -3,6 +3,15 @@
 //! with exit code 128 + the signal; a second exits at once.
 
 use std::sync::atomic::{AtomicI32, Ordering};
+
+/// While a container's runtime runs, its pid: signals go to it instead (`forward_to`).
+static FORWARD: AtomicI32 = AtomicI32::new(0);
+
+/// Send SIGINT and SIGTERM to `pid` (a container's runtime, which passes them on to the
+/// container) instead of cancelling; 0 stops forwarding.
+pub(crate) fn forward_to(pid: u32) {
+    FORWARD.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+}
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -29,6 +38,13 @@ impl Signals {
                     _ = interrupt.recv() => libc_number(SignalKind::interrupt()),
                     _ = terminate.recv() => libc_number(SignalKind::terminate()),
                 };
+                let pid = FORWARD.load(Ordering::SeqCst);
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    if let Some(sig) = rustix::process::Signal::from_named_raw(number) {
+                        let _ = rustix::process::kill_process(pid, sig);
+                    }
+                    continue;
+                }
                 if r.swap(number, Ordering::SeqCst) != 0 {
                     eprintln!("rdpull: {}: exiting at once", name(number));
                     std::process::exit(128 + number);

@@ -15,7 +15,7 @@ pub(crate) fn testbed_dir() -> PathBuf {
 
 /// The rdpull command with `--root root` and `args`, isolated from the machine's
 /// RDPULL_ROOT and docker config (no stray credentials).
-fn command(root: &Path, args: &[&str]) -> Command {
+pub(crate) fn command(root: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rdpull"));
     c.arg("--root")
         .arg(root)

@@ -9,7 +9,8 @@
 //! [`crosslayer`] (layers that write through, into and link to their lower layers),
 //! [`registry_access`] (auth, credentials, hosts.toml, TLS, proxies), [`resume`] (a
 //! killed big pull resumes), [`lifecycle`] (images, inspect, history, rmi, prune),
-//! [`save`] (kept blobs, and an OCI archive skopeo and umoci read).
+//! [`save`] (kept blobs, and an OCI archive skopeo and umoci read), [`run`] (containers
+//! through runc: answers, exit codes, signals, cleanup).
 // A test is one scenario, steps and assertions in order; splitting it would hide it.
 #![allow(clippy::too_many_lines)]
 
@@ -22,9 +23,12 @@ mod crosslayer;
 mod lifecycle;
 mod registry_access;
 mod resume;
+mod run;
 mod save;
 
-use common::{fails, ok, rdpull, snapshots, stdout, testbed, testbed_dir, tree_manifest};
+use common::{
+    command, fails, ok, rdpull, snapshots, stderr, stdout, testbed, testbed_dir, tree_manifest,
+};
 use rdpull_testkit::skip_unless_root;
 use sha2::{Digest as _, Sha256};
 use std::path::Path;

@@ -11,6 +11,14 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{ConfigError, PullError};
 use crate::rootfs::unpack_to;
 
+/// The image config of a stored image.
+pub fn image_config(store: &Store, image: &ImageRecord) -> Result<ImageConfiguration, PullError> {
+    serde_json::from_slice(&store.blob(&image.config_digest)?).map_err(|e| PullError::Config {
+        digest: image.config_digest.clone(),
+        source: ConfigError::Json(e),
+    })
+}
+
 /// Write `image` as a bundle in `dir`, which must not exist: `dir/rootfs` flattened,
 /// `dir/config.json` for `run`, and the container's `/etc` files. Returns the
 /// container id the spec was made for (its hostname is the id's first 12 characters
@@ -27,11 +35,7 @@ pub fn bundle_to(
         path: dir.display().to_string(),
         source,
     };
-    let config: ImageConfiguration = serde_json::from_slice(&store.blob(&image.config_digest)?)
-        .map_err(|e| PullError::Config {
-            digest: image.config_digest.clone(),
-            source: ConfigError::Json(e),
-        })?;
+    let config = image_config(store, image)?;
     std::fs::create_dir(dir).map_err(|e| fail("create bundle", e))?;
     let written = (|| {
         let rootfs = dir.join("rootfs");

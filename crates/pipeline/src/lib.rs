@@ -25,7 +25,7 @@ mod pull;
 mod report;
 mod rootfs;
 
-pub use bundle::bundle_to;
+pub use bundle::{bundle_to, image_config};
 pub use error::{ConfigError, LayerError, PullError};
 pub use local::{find_images, remove_images, save_to_file, LocalError};
 pub use pull::{pull, pull_if_missing, Ensured, PullOptions, PullOutcome, RESUME_MIN_SIZE};

@@ -39,3 +39,52 @@ pub enum SpecError {
     #[error("runtime spec: {0}")]
     Spec(String),
 }
+
+/// Why a container could not run. [`RunError::exit_code`] is what `docker run` would
+/// exit with: 127 for a command not found, 126 for one that cannot be invoked, 125 for
+/// everything that failed in rdpull itself.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error(transparent)]
+    Setup(#[from] SpecError),
+    #[error(transparent)]
+    Store(#[from] rdpull_snapshot::StoreError),
+    #[error("mount {path}: {source}")]
+    Mount {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("image {0} has no layers")]
+    NoLayers(String),
+    /// The command is nowhere in the rootfs (`PATH` searched for a bare name).
+    #[error("exec: {0}")]
+    NotFound(String),
+    /// The command is a directory or not executable.
+    #[error("exec: {0}")]
+    CannotInvoke(String),
+    /// The OCI runtime could not be started or waited for.
+    #[error("runtime {runtime}: {source}")]
+    Runtime {
+        runtime: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    #[error("container id prefix {0:?} names several containers")]
+    Ambiguous(String),
+    #[error("container {0} is running")]
+    Running(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::NotFound(_) => 127,
+            RunError::CannotInvoke(_) => 126,
+            _ => 125,
+        }
+    }
+}

@@ -6,15 +6,20 @@
 //! and group files, working directory, namespaces, mounts, capabilities, masked and
 //! read-only paths, rlimits), and an OCI bundle around a rootfs ([`write_bundle`]:
 //! `config.json` plus the container's own `/etc/hostname`, `/etc/hosts` and
-//! `/etc/resolv.conf`), which runc and crun run unchanged. It does not fetch or unpack
-//! images (`rdpull-pipeline` does) and does not start processes.
+//! `/etc/resolv.conf`), which runc and crun run unchanged. It also owns containers
+//! ([`Container`]): a writable snapshot over the image, mounted as a bundle's rootfs and
+//! handed to an OCI runtime (runc, crun), recorded until `rm`. It does not fetch or
+//! unpack images (`rdpull-pipeline` does). The built-in launcher (a runtime of its own)
+//! is not written yet.
 
 mod bundle;
+mod container;
 mod error;
 mod spec;
 mod user;
 
 pub use bundle::{write_bundle, ContainerId};
-pub use error::SpecError;
+pub use container::{list_containers, remove_container_by_id, Container, ContainerRecord};
+pub use error::{RunError, SpecError};
 pub use spec::{runtime_spec, Network, RunOptions, DEFAULT_CAPABILITIES};
 pub use user::{resolve_user, ExecUser};
