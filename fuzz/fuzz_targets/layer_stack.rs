@@ -9,16 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
+use rdpull_testkit::dir_names;
 use rdpull_unpack::{apply_tar, settle_on_lowers, ApplyOptions};
-
-fn sandbox_names(top: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(top)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 /// Every entry below `dir`: path, inode, mode, owner, size, mtime.
 fn tree(dir: &Path, out: &mut Vec<(String, u64, u32, u32, u32, u64, i64)>) {
@@ -55,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         tree(&lower, &mut after);
         assert_eq!(before, after, "settling changed the lower layer");
     }
-    assert_eq!(sandbox_names(top), ["canary", "l0", "l1"]);
-    assert_eq!(sandbox_names(&canary), ["file"]);
+    assert_eq!(dir_names(top), ["canary", "l0", "l1"]);
+    assert_eq!(dir_names(&canary), ["file"]);
     assert_eq!(std::fs::read(canary.join("file")).unwrap(), b"canary");
 });

@@ -3,19 +3,9 @@
 //! two.
 #![no_main]
 
-use std::path::Path;
-
 use libfuzzer_sys::fuzz_target;
+use rdpull_testkit::dir_names;
 use rdpull_unpack::{apply_tar, ApplyOptions};
-
-fn sandbox_names(top: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(top)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 fuzz_target!(|data: &[u8]| {
     // /dev/shm: the fuzzer's speed is the applier's, not a disk's.
@@ -26,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(canary.join("file"), b"canary").unwrap();
     let mut input = data;
     let _ = apply_tar(&mut input, &layer, &ApplyOptions::default());
-    assert_eq!(sandbox_names(sandbox.path()), ["canary", "layer"]);
-    assert_eq!(sandbox_names(&canary), ["file"]);
+    assert_eq!(dir_names(sandbox.path()), ["canary", "layer"]);
+    assert_eq!(dir_names(&canary), ["file"]);
     assert_eq!(std::fs::read(canary.join("file")).unwrap(), b"canary");
 });

@@ -39,15 +39,6 @@ fn image_names() -> Vec<String> {
         .collect()
 }
 
-/// Unmounts on drop, so that a failing assertion leaks no mount.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Pull `image` into a fresh store and list the read-only overlay mount of its layers.
 fn mounted(image: &str) -> String {
     let t = tempfile::tempdir().unwrap();
@@ -56,24 +47,17 @@ fn mounted(image: &str) -> String {
     ok(rdpull(&store, &["pull", &reference]));
     let inspect: serde_json::Value =
         serde_json::from_str(&stdout(&ok(rdpull(&store, &["inspect", &reference])))).unwrap();
-    let mut lowers: Vec<String> = inspect[0]["layers"]
+    let mut lowers: Vec<PathBuf> = inspect[0]["layers"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| l["snapshot_dir"].as_str().unwrap().to_string())
+        .map(|l| PathBuf::from(l["snapshot_dir"].as_str().unwrap()))
         .collect();
     assert!(lowers.len() >= 2, "{image}: an overlay needs two layers");
     lowers.reverse();
     let mnt = t.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o"])
-        .arg(format!("ro,lowerdir={}", lowers.join(":")))
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "{image}: overlay mount failed");
-    let _mounted = Mounted(mnt.clone());
+    let _mounted = rdpull_testkit::OverlayMount::new(&lowers, &mnt);
     tree_manifest(&mnt)
 }
 

@@ -42,7 +42,7 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Default)]
 pub struct Tar {
@@ -255,4 +255,38 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
             walk(root, &p, out);
         }
     }
+}
+
+/// A read-only overlay mount of `lowers` (top first) at `mnt`, unmounted on drop, so that
+/// a failing assertion leaks no mount. Needs root.
+pub struct OverlayMount(PathBuf);
+
+impl OverlayMount {
+    pub fn new(lowers: &[PathBuf], mnt: &Path) -> OverlayMount {
+        let lowers: Vec<String> = lowers.iter().map(|d| d.display().to_string()).collect();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!("ro,lowerdir={}", lowers.join(":")))
+            .arg(mnt)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "overlay mount of {lowers:?} failed");
+        OverlayMount(mnt.to_path_buf())
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The names in `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }

@@ -5,21 +5,16 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use rdpull_testkit::{listing, skip_unless_root, Hdr, Tar};
+use rdpull_testkit::{listing, skip_unless_root, Hdr, OverlayMount, Tar};
 use rdpull_unpack::{apply_tar, settle_on_lowers, ApplyOptions};
 
-/// The applied and settled layers of a stack, mounted; unmounted on drop.
+/// The applied and settled layers of a stack, mounted; unmounted on drop (the mount
+/// goes before the directories).
 struct Stack {
+    _mount: OverlayMount,
     _tmp: tempfile::TempDir,
     mnt: PathBuf,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-    }
 }
 
 impl Stack {
@@ -50,15 +45,12 @@ fn stack(layers: &[Vec<u8>]) -> Result<Stack, String> {
     }
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let lowers: Vec<String> = dirs.iter().rev().map(|d| d.display().to_string()).collect();
-    let st = Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o"])
-        .arg(format!("ro,lowerdir={}", lowers.join(":")))
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "overlay mount failed");
-    Ok(Stack { _tmp: tmp, mnt })
+    let lowers: Vec<PathBuf> = dirs.iter().rev().cloned().collect();
+    Ok(Stack {
+        _mount: OverlayMount::new(&lowers, &mnt),
+        _tmp: tmp,
+        mnt,
+    })
 }
 
 /// A merged-/usr base: `bin -> usr/bin`.
