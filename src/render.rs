@@ -245,9 +245,10 @@ pub(crate) fn containers(
         if command.chars().count() > 22 {
             command = format!("{}…\"", command.chars().take(20).collect::<String>());
         }
-        let status = match c.exit_code {
-            Some(code) => format!("Exited ({code})"),
-            None => c.status.clone(),
+        let status = match (c.exit_code, c.status.as_str()) {
+            (Some(code), _) => format!("Exited ({code})"),
+            (None, "exited") => "Exited (unknown: rdpull was killed)".into(),
+            (None, other) => other.to_string(),
         };
         writeln!(
             out,

@@ -181,3 +181,75 @@ fn sigterm_reaches_the_container_and_rm_leaves_nothing() {
         format!("rdpull: error: no such container: {short}")
     );
 }
+
+#[test]
+fn a_killed_rdpull_leaves_no_mount_once_its_container_ends() {
+    skip_unless_root!();
+    setup();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    // --network none: a network namespace of its own, with only a loopback.
+    let o = ok(run(
+        &root,
+        &["--rm", "--network", "none", "IMAGE", "ls", "/sys/class/net"],
+    ));
+    assert_eq!(stdout(&o), "lo\n");
+
+    let mut child = command(
+        &root,
+        &["run", &format!("{REG}/debian:bookworm"), "sleep", "2"],
+    )
+    .spawn()
+    .unwrap();
+    // Wait until the container runs, then kill rdpull outright.
+    let record = || -> Option<serde_json::Value> {
+        let dir = std::fs::read_dir(root.join("containers"))
+            .ok()?
+            .next()?
+            .ok()?
+            .path();
+        serde_json::from_slice(&std::fs::read(dir.join("container.json")).ok()?).ok()
+    };
+    let mut runtime = None;
+    for _ in 0..200 {
+        if let Some(r) = record().filter(|r| r["status"] == "running") {
+            runtime = r["runtime_pid"].as_u64();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let runtime = runtime.expect("the container ran");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        container_mounts(&root),
+        1,
+        "the container still runs, mounted"
+    );
+    // The runtime (runc) outlives rdpull and ends with its container.
+    for _ in 0..200 {
+        if !Path::new(&format!("/proc/{runtime}")).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ps = stdout(&ok(rdpull(&root, &["ps", "-a"])));
+    assert!(
+        ps.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("Exited (unknown: rdpull was killed)"),
+        "{ps}"
+    );
+    assert_eq!(container_mounts(&root), 0, "ps unmounted it");
+    let short = ps
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    ok(rdpull(&root, &["rm", &short]));
+    assert_nothing_left(&root);
+}

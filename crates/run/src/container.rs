@@ -36,6 +36,9 @@ pub struct ContainerRecord {
     pub exit_code: Option<i32>,
     /// The snapshot holding the container's writes.
     pub snapshot: String,
+    /// While it runs, the OCI runtime's pid.
+    #[serde(default)]
+    pub runtime_pid: Option<u32>,
 }
 
 /// A container whose rootfs is mounted and whose bundle is written.
@@ -96,6 +99,7 @@ impl Container {
                 status: "created".into(),
                 exit_code: None,
                 snapshot: key.clone(),
+                runtime_pid: None,
             },
             dir,
             mount: None,
@@ -177,6 +181,7 @@ impl Container {
                 source,
             })?;
         self.record.status = "running".into();
+        self.record.runtime_pid = Some(child.id());
         self.save()?;
         started(child.id());
         let status = child.wait().map_err(|source| RunError::Runtime {
@@ -186,6 +191,7 @@ impl Container {
         let code = exit_code(status);
         self.record.status = "exited".into();
         self.record.exit_code = Some(code);
+        self.record.runtime_pid = None;
         self.mount = None;
         self.save()?;
         Ok(code)
@@ -222,7 +228,25 @@ fn exit_code(status: ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
-/// Every container recorded in `store`, oldest first.
+/// A container recorded as running whose runtime is gone (the rdpull that ran it was
+/// killed): its rootfs is unmounted and it is recorded as exited, code unknown.
+fn settle_orphan(dir: &Path, r: &mut ContainerRecord) {
+    let alive = r.runtime_pid.is_some_and(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.windows(r.id.len()).any(|w| w == r.id.as_bytes()))
+    });
+    if r.status != "running" || alive {
+        return;
+    }
+    drop(RootfsMount(dir.join("rootfs")));
+    r.status = "exited".into();
+    r.runtime_pid = None;
+    let json = serde_json::to_vec_pretty(&r).expect("a record serializes");
+    let _ = std::fs::write(dir.join("container.json"), json);
+}
+
+/// Every container recorded in `store`, oldest first. Containers whose rdpull was
+/// killed while they ran are settled first (unmounted, recorded as exited).
 pub fn list_containers(store: &Store) -> Result<Vec<ContainerRecord>, RunError> {
     let dir = containers_dir(store);
     let mut out = Vec::new();
@@ -232,9 +256,10 @@ pub fn list_containers(store: &Store) -> Result<Vec<ContainerRecord>, RunError> 
         Err(e) => return Err(io_err(&dir)(e)),
     };
     for e in entries {
-        let path = e.map_err(io_err(&dir))?.path().join("container.json");
-        if let Ok(bytes) = std::fs::read(&path) {
-            if let Ok(r) = serde_json::from_slice::<ContainerRecord>(&bytes) {
+        let cdir = e.map_err(io_err(&dir))?.path();
+        if let Ok(bytes) = std::fs::read(cdir.join("container.json")) {
+            if let Ok(mut r) = serde_json::from_slice::<ContainerRecord>(&bytes) {
+                settle_orphan(&cdir, &mut r);
                 out.push(r);
             }
         }
