@@ -253,3 +253,26 @@ fn a_killed_rdpull_leaves_no_mount_once_its_container_ends() {
     ok(rdpull(&root, &["rm", &short]));
     assert_nothing_left(&root);
 }
+
+#[test]
+fn a_terminal_with_t() {
+    skip_unless_root!();
+    setup();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    // `script` gives rdpull a pty as its terminal, as a user's shell would.
+    let rdpull_cmd = format!(
+        "{} --root {} --plain-http run --rm -t {REG}/debian:bookworm sh -c 'tty; echo TERM=$TERM; exit 3'",
+        env!("CARGO_BIN_EXE_rdpull"),
+        root.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &rdpull_cmd, "/dev/null"])
+        .env_remove("RDPULL_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let out = stdout(&o).replace('\0', "");
+    assert!(out.contains("/dev/pts/0\r\nTERM=xterm\r\n"), "{out:?}");
+    assert_nothing_left(&root);
+}
