@@ -6,8 +6,9 @@
 //!    derive the ChainIDs.
 //! 3. [`find_present`]: which layers the store already has committed.
 //! 4. [`Layers::fetch`]: every missing layer gets a task (largest first); layers commit
-//!    strictly in chain order, each only after both its digests matched, so the store
-//!    never holds a committed layer without its parents. The first failure cancels the
+//!    strictly in chain order, each only after both its digests matched and it was
+//!    settled on the committed layers below it (`rdpull_unpack::settle_on_lowers`), so
+//!    the store never holds a committed layer without its parents. The first failure cancels the
 //!    rest and removes their active snapshots; layers committed before it stay.
 //! 5. [`record_image`]: manifest, index and config blobs, then the image record.
 
