@@ -55,6 +55,32 @@ pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std
     args
 }
 
+/// Parse the command line. A usage error of `run` exits 125, as `docker run`'s do (the
+/// command's own codes are the container's); other usage errors exit 2.
+pub(crate) fn parse(args: Vec<std::ffi::OsString>) -> Cli {
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && names_run(&args) => {
+            let _ = e.print();
+            std::process::exit(125)
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+/// Is `run` the command `args` ask for (the first word that is a command name)?
+fn names_run(args: &[std::ffi::OsString]) -> bool {
+    let commands: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    args.iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy())
+        .find(|a| commands.iter().any(|c| c == a))
+        .is_some_and(|a| a == "run")
+}
+
 #[derive(Args, Clone)]
 pub(crate) struct Global {
     /// Where snapshots, images and metadata live.
@@ -224,6 +250,10 @@ pub(crate) enum ListFormat {
 mod tests {
     use super::*;
 
+    fn os(s: &str) -> Vec<std::ffi::OsString> {
+        s.split(' ').map(Into::into).collect()
+    }
+
     fn args(s: &str) -> Vec<String> {
         let v = s.split_whitespace().map(std::ffi::OsString::from).collect();
         with_default_command(v)
@@ -282,6 +312,9 @@ mod tests {
             let e = parse(bad).err().unwrap_or_else(|| panic!("{bad} parsed"));
             assert_eq!(e.exit_code(), 2, "{bad}");
         }
+        assert!(names_run(&os("rdpull --root r run --bogus img")));
+        assert!(!names_run(&os("rdpull --root r pull img")));
+        assert!(!names_run(&os("rdpull images")));
         let ok = parse("rdpull --keep-blobs --resume-min-size 0 x").unwrap();
         assert!(ok.global.keep_blobs);
         assert_eq!(ok.global.resume_min_size, 0);

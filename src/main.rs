@@ -16,7 +16,6 @@ use std::io::stdout;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use rdpull_fetch::Reference;
 use rdpull_pipeline::{find_images, pull, pull_if_missing, unpack_to, Ensured, PullError};
 use rdpull_snapshot::{ImageRecord, Store};
@@ -38,7 +37,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
+    let cli = cli::parse(with_default_command(std::env::args_os().collect()));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -108,6 +108,14 @@ fn run_gives_docker_answers_and_exit_codes_under_runc_and_crun() {
         );
         assert_nothing_left(&root);
     }
+    // A usage error of `run` is rdpull's failure too: 125, as `docker run --bogus`.
+    let o = rdpull(&root, &["run", "--bogus", "debian", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).starts_with("error: unexpected argument '--bogus' found"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
