@@ -178,12 +178,27 @@ fn sigterm_reaches_the_container_and_rm_leaves_nothing() {
     let (_, active) = snapshots(&root);
     assert_eq!(active.len(), 1);
     assert_eq!(container_mounts(&root), 0, "unmounted once it exited");
+    // The image goes, its layers stay while the container builds on them.
+    ok(rdpull(&root, &["rmi", &format!("{REG}/debian:bookworm")]));
+    ok(rdpull(&root, &["prune"]));
+    let (committed, active) = snapshots(&root);
+    assert_eq!(
+        (committed.len(), active.len()),
+        (1, 1),
+        "prune keeps the container's chain"
+    );
     let removed = stdout(&ok(rdpull(&root, &["rm", short])));
     assert!(
         removed.starts_with(short) && removed.trim().len() == 64,
         "{removed}"
     );
     assert_nothing_left(&root);
+    ok(rdpull(&root, &["prune"]));
+    assert_eq!(
+        snapshots(&root),
+        (vec![], vec![]),
+        "then prune takes the layers"
+    );
     assert_eq!(
         fails(rdpull(&root, &["rm", short])),
         format!("rdpull: error: no such container: {short}")
