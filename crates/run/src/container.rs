@@ -14,10 +14,11 @@ use std::process::ExitStatus;
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::Spec;
 use rdpull_snapshot::{ImageRecord, Store};
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::OFlags;
 
 use crate::bundle::{write_bundle, ContainerId};
 use crate::error::{RunError, SpecError};
+use crate::rootfs::RootDir;
 use crate::spec::{runtime_spec, RunOptions};
 
 /// Label of a container's snapshot: the container's id.
@@ -294,24 +295,13 @@ fn check_command(rootfs: &Path, spec: &Spec) -> Result<(), RunError> {
         return Err(RunError::Setup(SpecError::NoCommand));
     };
     let candidates = candidates(cmd, &process);
-    let root = rustix::fs::open(
-        rootfs,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| RunError::Mount {
+    let root = RootDir::open(rootfs).map_err(|source| RunError::Mount {
         path: rootfs.display().to_string(),
-        source: e.into(),
+        source,
     })?;
     let mut refused = None;
     for c in &candidates {
-        let Ok(fd) = rustix::fs::openat2(
-            &root,
-            c.trim_start_matches('/'),
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        ) else {
+        let Ok(fd) = root.open_in(c, OFlags::PATH) else {
             continue;
         };
         let Ok(st) = rustix::fs::fstat(&fd) else {

@@ -15,6 +15,7 @@
 mod bundle;
 mod container;
 mod error;
+mod rootfs;
 mod spec;
 mod user;
 

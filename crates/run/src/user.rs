@@ -5,9 +5,10 @@
 use std::io::Read;
 use std::path::Path;
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::OFlags;
 
 use crate::error::SpecError;
+use crate::rootfs::RootDir;
 
 /// Who the container's process runs as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,19 +40,8 @@ fn read_in_root(rootfs: &Path, rel: &str) -> Result<String, SpecError> {
         path: format!("/{rel}"),
         source,
     };
-    let root = rustix::fs::open(
-        rootfs,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| err(e.into()))?;
-    let fd = match rustix::fs::openat2(
-        &root,
-        rel,
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    ) {
+    let root = RootDir::open(rootfs).map_err(err)?;
+    let fd = match root.open_in(rel, OFlags::RDONLY) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(String::new()),
         Err(e) => return Err(err(e.into())),

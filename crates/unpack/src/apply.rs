@@ -338,29 +338,10 @@ impl Applier {
         &mut self,
         file: &File,
         r: &mut impl Read,
-        mut offset: u64,
+        offset: u64,
         limit: Option<u64>,
     ) -> io::Result<(u64, u64)> {
-        let mut written = 0;
-        let mut left = limit.unwrap_or(u64::MAX);
-        while left > 0 {
-            let want = self.buf.len().min(left.min(usize::MAX as u64) as usize);
-            let n = match r.read(&mut self.buf[..want]) {
-                Ok(0) if limit.is_some() => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            let chunk = &self.buf[..n];
-            if !is_zero(chunk) {
-                file.write_all_at(chunk, offset)?;
-                written = offset + n as u64;
-            }
-            offset += n as u64;
-            left -= n as u64;
-        }
-        Ok((offset, written))
+        copy_with_holes(&mut self.buf, file, r, offset, limit)
     }
 
     fn copy_sparse(
@@ -703,6 +684,38 @@ fn uid(u: u32) -> rfs::Uid {
 
 fn gid(g: u32) -> rfs::Gid {
     rfs::Gid::from_raw(g)
+}
+
+/// Copy `limit` bytes (or all) of `r` into `file` at `offset` through `buf`, leaving
+/// holes where whole buffers are zero. Returns the end offset and the end of the last
+/// write (the caller gives the file its full size).
+pub(crate) fn copy_with_holes(
+    buf: &mut [u8],
+    file: &File,
+    r: &mut impl Read,
+    mut offset: u64,
+    limit: Option<u64>,
+) -> io::Result<(u64, u64)> {
+    let mut written = 0;
+    let mut left = limit.unwrap_or(u64::MAX);
+    while left > 0 {
+        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+        let n = match r.read(&mut buf[..want]) {
+            Ok(0) if limit.is_some() => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = &buf[..n];
+        if !is_zero(chunk) {
+            file.write_all_at(chunk, offset)?;
+            written = offset + n as u64;
+        }
+        offset += n as u64;
+        left -= n as u64;
+    }
+    Ok((offset, written))
 }
 
 /// True when every byte is zero. Checked a 64-byte block at a time without an early exit

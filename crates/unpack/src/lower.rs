@@ -19,16 +19,15 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
-use crate::apply::{is_zero, skip_xattr, ApplyOptions};
+use crate::apply::{copy_with_holes, skip_xattr, times, ApplyOptions};
 use crate::error::UnpackError;
 use crate::merged::{Found, MergedView};
 use crate::overlay::{is_opaque, is_whiteout, set_opaque};
@@ -275,18 +274,7 @@ impl Settler {
     fn touch(&mut self, dir: &impl AsFd) -> io::Result<()> {
         let st = rfs::fstat(dir)?;
         if let std::collections::hash_map::Entry::Vacant(v) = self.touched.entry(st.st_ino) {
-            let fd = open_dir(dir, b"")?;
-            let t = |s: i64, ns: i64| rfs::Timespec {
-                tv_sec: s,
-                tv_nsec: ns as _,
-            };
-            v.insert((
-                fd,
-                Timestamps {
-                    last_access: t(st.st_atime, st.st_atime_nsec as i64),
-                    last_modification: t(st.st_mtime, st.st_mtime_nsec as i64),
-                },
-            ));
+            v.insert((open_dir(dir, b"")?, stat_times(&st)));
         }
         Ok(())
     }
@@ -755,35 +743,16 @@ impl Settler {
     }
 }
 
+/// `st`'s mtime, for both times, as the applier sets them.
 fn stat_times(st: &Stat) -> Timestamps {
-    let t = |s: i64, ns: i64| rfs::Timespec {
-        tv_sec: s,
-        tv_nsec: ns as _,
-    };
-    Timestamps {
-        last_access: t(st.st_mtime, st.st_mtime_nsec as i64),
-        last_modification: t(st.st_mtime, st.st_mtime_nsec as i64),
-    }
+    times((st.st_mtime, st.st_mtime_nsec as u32))
 }
 
 /// Copy a file's bytes, leaving holes where whole blocks are zero.
 fn copy_data(src: &File, dst: &File) -> io::Result<()> {
     let mut buf = vec![0u8; 256 << 10];
-    let mut off = 0u64;
-    let mut r = src;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if !is_zero(&buf[..n]) {
-            dst.write_all_at(&buf[..n], off)?;
-        }
-        off += n as u64;
-    }
-    dst.set_len(off)
+    let (end, _) = copy_with_holes(&mut buf, dst, &mut &*src, 0, None)?;
+    dst.set_len(end)
 }
 
 /// Give `dst` the owner (when `same_owner`), mode, xattrs and times of `src`; both are
