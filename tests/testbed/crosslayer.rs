@@ -3,7 +3,7 @@
 //! implicit parents of lower directories, hard links to lower files, and whiteouts mixed
 //! with them. rdpull's trees equal `umoci unpack`'s, both flattened and as the overlay
 //! mount of the committed snapshots; containerd 1.6's answers, recorded by the same
-//! script, are pinned where the README's conformance table describes them.
+//! script, are pinned where docs/conformance.md describes them.
 
 use std::path::PathBuf;
 
@@ -97,7 +97,7 @@ fn crosslayer_images_equal_umoci() {
 }
 
 /// containerd 1.6.20 (`ctr images pull` + `ctr images mount`) on the same images, as the
-/// README's conformance table states it.
+/// docs/conformance.md states it.
 #[test]
 fn containerd_differs_where_the_readme_says() {
     skip_unless_root!();
