@@ -99,6 +99,20 @@ fn run_gives_docker_answers_and_exit_codes_under_runc_and_crun() {
             )
         );
         assert_eq!(
+            code(&["-w", "relative", "IMAGE", "true"]),
+            (
+                Some(125),
+                "rdpull: error: working directory \"relative\" is not an absolute path".into()
+            )
+        );
+        assert_eq!(
+            code(&["-e", "=x", "IMAGE", "true"]),
+            (
+                Some(125),
+                "rdpull: error: invalid environment variable \"=x\"".into()
+            )
+        );
+        assert_eq!(
             code(&["-u", "ghost", "IMAGE", "true"]),
             (
                 Some(125),
@@ -108,6 +122,16 @@ fn run_gives_docker_answers_and_exit_codes_under_runc_and_crun() {
         );
         assert_nothing_left(&root);
     }
+    let o = run(
+        &root,
+        &["--rm", "--runtime", "/nonexistent/runc", "IMAGE", "true"],
+    );
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        stderr(&o).trim(),
+        "rdpull: error: runtime /nonexistent/runc: No such file or directory (os error 2)"
+    );
+    assert_nothing_left(&root);
     // A usage error of `run` is rdpull's failure too: 125, as `docker run --bogus`.
     let o = rdpull(&root, &["run", "--bogus", "debian", "true"]);
     assert_eq!(o.status.code(), Some(125));
@@ -249,6 +273,11 @@ fn a_killed_rdpull_leaves_no_mount_once_its_container_ends() {
         1,
         "the container still runs, mounted"
     );
+    let id = record().unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        fails(rdpull(&root, &["rm", &id[..12]])),
+        format!("rdpull: error: container {id} is running")
+    );
     // The runtime (runc) outlives rdpull and ends with its container.
     for _ in 0..200 {
         if !Path::new(&format!("/proc/{runtime}")).exists() {
@@ -274,6 +303,10 @@ fn a_killed_rdpull_leaves_no_mount_once_its_container_ends() {
         .unwrap()
         .to_string();
     ok(rdpull(&root, &["rm", &short]));
+    assert_eq!(
+        fails(rdpull(&root, &["rm", ""])),
+        "rdpull: error: no such container: "
+    );
     assert_nothing_left(&root);
 }
 

@@ -275,7 +275,8 @@ pub fn remove_container_by_id(store: &Store, id: &str) -> Result<String, RunErro
     let all = list_containers(store)?;
     let found: Vec<&ContainerRecord> = all.iter().filter(|r| r.id.starts_with(id)).collect();
     let r = match found[..] {
-        [r] if !id.is_empty() => r,
+        _ if id.is_empty() => return Err(RunError::NoSuchContainer(id.to_string())),
+        [r] => r,
         [] => return Err(RunError::NoSuchContainer(id.to_string())),
         _ => return Err(RunError::Ambiguous(id.to_string())),
     };
