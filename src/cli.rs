@@ -212,9 +212,10 @@ pub(crate) enum Command {
         /// Remove the container (its snapshot and directory) when it exits.
         #[arg(long)]
         rm: bool,
-        /// The OCI runtime: runc, crun, or a path to one.
-        #[arg(long, default_value = "runc")]
-        runtime: String,
+        /// Hand the container to an OCI runtime (runc, crun, or a path to one) instead
+        /// of the built-in launcher.
+        #[arg(long)]
+        runtime: Option<String>,
         image: String,
         /// The command and its arguments, replacing the image's Cmd.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

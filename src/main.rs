@@ -27,6 +27,14 @@ use crate::progress::Progress;
 use crate::signals::Signals;
 
 fn main() -> ExitCode {
+    // The built-in launcher's helper: single-threaded, before anything else starts.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let [_, cmd, bundle, id] = &args[..] {
+        if cmd == rdpull_run::launch::LAUNCH_COMMAND {
+            let code = rdpull_run::launch::launch(bundle.as_ref(), &id.to_string_lossy());
+            return ExitCode::from(u8::try_from(code).unwrap_or(255));
+        }
+    }
     // Errors reach the user as one line from main; libraries' own logging stays quiet
     // unless RDPULL_LOG asks for it (e.g. RDPULL_LOG=debug).
     let filter = std::env::var("RDPULL_LOG").unwrap_or_else(|_| {
@@ -195,7 +203,7 @@ async fn run_container(
     image: &str,
     opts: rdpull_run::RunOptions,
     rm: bool,
-    runtime: String,
+    runtime: rdpull_run::Runtime,
     cancel: &CancellationToken,
 ) -> ExitCode {
     let ran: Result<i32, BoxError> = async {
@@ -280,6 +288,7 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<ExitCode, BoxError>
             command,
         } => {
             let opts = options::run(&run, &command);
+            let runtime = rdpull_run::Runtime::named(runtime.as_deref());
             return Ok(run_container(store, &g, &image, opts, rm, runtime, cancel).await);
         }
         Command::Ps { all } => shown(render::containers(

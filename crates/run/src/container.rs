@@ -167,12 +167,15 @@ impl Container {
         std::fs::write(&path, json).map_err(io_err(&path))
     }
 
-    /// Run the container with the runtime program `runtime` (`runc`, `crun` or a path
-    /// to either), stdio passed through, until it exits; `started` gets the runtime's
-    /// pid, to forward signals to. Returns the exit code as `docker run` reports it.
-    pub fn run(&mut self, runtime: &str, started: impl FnOnce(u32)) -> Result<i32, RunError> {
-        let mut child = std::process::Command::new(runtime)
-            .args(["run", "--bundle"])
+    /// Run the container with `runtime`, stdio passed through, until it exits; `started`
+    /// gets the runtime's pid, to forward signals to. Returns the exit code as `docker
+    /// run` reports it.
+    pub fn run(&mut self, runtime: &Runtime, started: impl FnOnce(u32)) -> Result<i32, RunError> {
+        let mut command = runtime.command().map_err(|source| RunError::Runtime {
+            runtime: runtime.to_string(),
+            source,
+        })?;
+        let mut child = command
             .arg(&self.dir)
             .arg(&self.record.id)
             .current_dir(&self.dir)
@@ -202,6 +205,51 @@ impl Container {
     pub fn remove(mut self, store: &Store) {
         self.mount = None;
         remove_container(store, &self.record.snapshot, &self.dir);
+    }
+}
+
+/// What runs a container's bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// The built-in launcher ([`crate::launch`]), in this program re-executed.
+    Builtin,
+    /// An OCI runtime program: `runc`, `crun`, or a path to one, run as `RUNTIME run
+    /// --bundle DIR ID`.
+    Oci(String),
+}
+
+impl Runtime {
+    /// `None` and `builtin` name the built-in launcher; anything else a program.
+    pub fn named(name: Option<&str>) -> Runtime {
+        match name {
+            None | Some("builtin") => Runtime::Builtin,
+            Some(p) => Runtime::Oci(p.to_string()),
+        }
+    }
+
+    /// The command, missing only the bundle directory and the container id.
+    fn command(&self) -> std::io::Result<std::process::Command> {
+        Ok(match self {
+            Runtime::Builtin => {
+                let mut c = std::process::Command::new(std::env::current_exe()?);
+                c.arg(crate::launch::LAUNCH_COMMAND);
+                c
+            }
+            Runtime::Oci(program) => {
+                let mut c = std::process::Command::new(program);
+                c.args(["run", "--bundle"]);
+                c
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Runtime::Builtin => f.write_str("builtin"),
+            Runtime::Oci(p) => f.write_str(p),
+        }
     }
 }
 

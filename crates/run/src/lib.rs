@@ -9,18 +9,21 @@
 //! `/etc/resolv.conf`), which runc and crun run unchanged. It also owns containers
 //! ([`Container`]): a writable snapshot over the image, mounted as a bundle's rootfs and
 //! handed to an OCI runtime (runc, crun), recorded until `rm`. It does not fetch or
-//! unpack images (`rdpull-pipeline` does). The built-in launcher (a runtime of its own)
-//! is not written yet.
+//! unpack images (`rdpull-pipeline` does).
+//!
+//! The *launcher* part ([`launch`]) is a runtime of its own: it runs a bundle in new
+//! namespaces from a single-threaded helper process, without runc.
 
 mod bundle;
 mod container;
 mod error;
+pub mod launch;
 mod rootfs;
 mod spec;
 mod user;
 
 pub use bundle::{write_bundle, ContainerId};
-pub use container::{list_containers, remove_container_by_id, Container, ContainerRecord};
+pub use container::{list_containers, remove_container_by_id, Container, ContainerRecord, Runtime};
 pub use error::{RunError, SpecError};
 pub use spec::{runtime_spec, Network, RunOptions, DEFAULT_CAPABILITIES};
 pub use user::{resolve_user, ExecUser};

@@ -1,0 +1,284 @@
+//! The container's cgroups: a child named for the container under the launcher's own
+//! cgroup in every hierarchy (as runc does for a relative `cgroupsPath`), the device
+//! rules of runc's default list in the v1 `devices` controller, and the read-only binds
+//! that make up the container's `/sys/fs/cgroup`.
+//!
+//! The device rules are what keeps a container's root, which has `CAP_MKNOD`, from
+//! making and opening a node for a host disk. On a cgroup v2-only host they would need
+//! an eBPF program, which this launcher does not load: it refuses such hosts (runc and
+//! crun serve them through `--runtime`).
+
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+use super::report::{Context, Failure, Step};
+
+/// Devices a container may use: mknod of any, and read/write of the standard nodes,
+/// pseudo-terminals and tun (runc's default list).
+const ALLOWED_DEVICES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+];
+
+/// One hierarchy's directory for the container.
+#[derive(Debug)]
+pub(crate) struct Hierarchy {
+    /// Where the host mounts the hierarchy, e.g. `/sys/fs/cgroup/cpu,cpuacct`.
+    mount_point: PathBuf,
+    /// The container's directory in it.
+    pub(crate) dir: PathBuf,
+    /// Mount options naming the controllers (`cpu`, `name=systemd`); empty for v2.
+    controllers: Vec<String>,
+}
+
+impl Hierarchy {
+    pub(crate) fn is_v2(&self) -> bool {
+        self.controllers.is_empty()
+    }
+
+    /// The directory name under `/sys/fs/cgroup` in the container: the host's.
+    pub(crate) fn name(&self) -> String {
+        self.mount_point
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The container's cgroups; removed on drop (the container's processes are gone by
+/// then: they all die with its PID 1).
+#[derive(Debug)]
+pub(crate) struct Cgroups(pub(crate) Vec<Hierarchy>);
+
+impl Cgroups {
+    /// Make the container's cgroup `name` in every hierarchy the host mounts, with the
+    /// device rules set. Nothing is left made on failure.
+    pub(crate) fn create(name: &str) -> Result<Cgroups, Failure> {
+        let own =
+            std::fs::read_to_string("/proc/self/cgroup").step(Step::Cgroup, "/proc/self/cgroup")?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .step(Step::Cgroup, "/proc/self/mountinfo")?;
+        let mut made = Cgroups(Vec::new());
+        for h in hierarchies(&mountinfo, &own, name) {
+            std::fs::create_dir(&h.dir)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(e),
+                })
+                .map_err(|e| Failure::new(Step::Cgroup, h.dir.display().to_string(), e))?;
+            made.0.push(h);
+        }
+        if !made
+            .0
+            .iter()
+            .any(|h| h.controllers.iter().any(|c| c == "devices"))
+        {
+            return Err(Failure::new(
+                Step::Cgroup,
+                "devices (no cgroup v1 devices controller; use --runtime runc or crun)",
+                Errno::ENOTSUP,
+            ));
+        }
+        for h in &made.0 {
+            h.configure()?;
+        }
+        Ok(made)
+    }
+
+    /// Move the calling process into every hierarchy's directory.
+    pub(crate) fn join(&self) -> Result<(), Failure> {
+        for h in &self.0 {
+            write(&h.dir.join("cgroup.procs"), "0")?;
+        }
+        Ok(())
+    }
+}
+
+impl Hierarchy {
+    fn configure(&self) -> Result<(), Failure> {
+        let has = |c: &str| self.controllers.iter().any(|x| x == c);
+        if has("cpuset") {
+            // A new cpuset has no cpus or mems, and nothing can join it until it does.
+            let parent = self.dir.parent().unwrap_or(&self.dir);
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let value = std::fs::read_to_string(parent.join(file)).map_err(|e| {
+                    Failure::new(Step::Cgroup, parent.join(file).display().to_string(), e)
+                })?;
+                write(&self.dir.join(file), value.trim())?;
+            }
+        }
+        if has("devices") {
+            write(&self.dir.join("devices.deny"), "a")?;
+            for rule in ALLOWED_DEVICES {
+                write(&self.dir.join("devices.allow"), rule)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            // The last exiting tasks may still be leaving the cgroup: a few tries.
+            for _ in 0..100 {
+                match rustix::fs::rmdir(&h.dir) {
+                    Err(rustix::io::Errno::BUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), Failure> {
+    std::fs::write(path, value)
+        .map_err(|e| Failure::new(Step::Cgroup, path.display().to_string(), e))
+}
+
+/// Every cgroup hierarchy in `mountinfo`, with the container's directory `name` under
+/// the cgroup that `own` (`/proc/self/cgroup`) gives for it. In a hybrid host the v2
+/// hierarchy is joined too, as runc does.
+fn hierarchies(mountinfo: &str, own: &str, name: &str) -> Vec<Hierarchy> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let rfields: Vec<&str> = right.split(' ').collect();
+        let (Some(root), Some(mount_point), Some(fstype), Some(options)) = (
+            fields.get(3),
+            fields.get(4),
+            rfields.first(),
+            rfields.get(2),
+        ) else {
+            continue;
+        };
+        let controllers: Vec<String> = match *fstype {
+            "cgroup" => options
+                .split(',')
+                .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("xattr"))
+                .map(String::from)
+                .collect(),
+            "cgroup2" => Vec::new(),
+            _ => continue,
+        };
+        let Some(path) = own_path(own, &controllers) else {
+            continue;
+        };
+        let below_root = path
+            .strip_prefix(root)
+            .unwrap_or(path)
+            .trim_start_matches('/');
+        let mut dir = PathBuf::from(unescape(mount_point));
+        if !below_root.is_empty() {
+            dir.push(below_root);
+        }
+        dir.push(name);
+        out.push(Hierarchy {
+            mount_point: PathBuf::from(unescape(mount_point)),
+            dir,
+            controllers,
+        });
+    }
+    out
+}
+
+/// The launcher's own cgroup in the hierarchy of `controllers` (empty: v2).
+fn own_path<'a>(own: &'a str, controllers: &[String]) -> Option<&'a str> {
+    own.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let mut listed: Vec<&str> = list.split(',').filter(|c| !c.is_empty()).collect();
+        let mut wanted: Vec<&str> = controllers.iter().map(String::as_str).collect();
+        listed.sort_unstable();
+        wanted.sort_unstable();
+        (listed == wanted).then_some(path)
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        match rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            Some(b) => {
+                out.push(char::from(b));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const OWN: &str = "\
+9:name=systemd:/user.slice
+5:devices:/
+4:memory:/process_api/d46f
+1:cpuacct,cpu:/
+0::/user.slice/s1
+";
+
+    #[test]
+    fn each_hierarchy_gets_a_child_of_the_launchers_cgroup() {
+        let hs = hierarchies(MOUNTINFO, OWN, "c1");
+        let dirs: Vec<(String, String, bool)> = hs
+            .iter()
+            .map(|h| (h.name(), h.dir.display().to_string(), h.is_v2()))
+            .collect();
+        let expect = [
+            ("cpu,cpuacct", "/sys/fs/cgroup/cpu,cpuacct/c1", false),
+            ("memory", "/sys/fs/cgroup/memory/process_api/d46f/c1", false),
+            ("devices", "/sys/fs/cgroup/devices/c1", false),
+            ("systemd", "/sys/fs/cgroup/systemd/user.slice/c1", false),
+            ("unified", "/sys/fs/cgroup/unified/user.slice/s1/c1", true),
+        ];
+        let expect: Vec<(String, String, bool)> = expect
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), *c))
+            .collect();
+        assert_eq!(dirs, expect);
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(r"/a\040b\134c"), r"/a b\c");
+        assert_eq!(unescape(r"/plain"), "/plain");
+    }
+}

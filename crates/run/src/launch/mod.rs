@@ -1,0 +1,241 @@
+//! The built-in launcher: a runtime-spec bundle to a running container, without runc.
+//!
+//! It runs as its own single-threaded process (the `rdpull` binary re-executed as
+//! `rdpull __launch BUNDLE ID` before any tokio runtime exists), because namespace and
+//! credential changes from a multi-threaded process are unsound. Three processes take
+//! part:
+//!
+//! * the **launcher** (this module) loads `config.json`, makes the container's cgroups
+//!   ([`cgroup`]), blocks the signals it forwards, unshares the PID namespace and forks;
+//!   it then forwards signals to the container's PID 1, relays the terminal under `-t`
+//!   ([`tty`]), waits, removes the cgroups and exits with the container's code;
+//! * the container's **PID 1** ([`init`]) enters the other namespaces, joins the
+//!   cgroups, builds the root ([`mounts`]), sets the hostname and loopback, forks the
+//!   command and stays as its init, forwarding signals and reaping orphans;
+//! * the **command** ([`process`]) sets rlimits, credentials and capabilities and
+//!   `execve`s.
+//!
+//! A failing step in either container process is reported over a close-on-exec pipe
+//! as the step and its errno ([`report`]); the launcher prints it as one line and exits
+//! 125, 126 or 127 from it. It does not load a seccomp filter, join namespaces by path,
+//! make user namespaces or apply resource limits other than rlimits and the device
+//! rules.
+
+mod cgroup;
+mod init;
+mod mounts;
+mod process;
+mod report;
+mod tty;
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use rustix::event::{PollFd, PollFlags};
+
+pub use report::Failure;
+use report::{Context, Step};
+
+/// The hidden command that runs the launcher.
+pub const LAUNCH_COMMAND: &str = "__launch";
+
+/// The signals passed on to the container (and SIGCHLD, to wait for it).
+pub(crate) fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+        Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Run the bundle in `bundle` as container `id` until it exits; returns the exit code
+/// (the command's, 128 + N when signal N killed it, or 125/126/127 for a failure, then
+/// reported on stderr as one line). Call it from a single-threaded process.
+pub fn launch(bundle: &Path, id: &str) -> i32 {
+    match start(bundle, id) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("rdpull: error: {f}");
+            f.exit_code()
+        }
+    }
+}
+
+fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
+    let (spec, rootfs) = load(bundle)?;
+    let (new_pid, namespaces) = namespaces(&spec)?;
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    let cgroups = cgroup::Cgroups::create(id)?;
+    let (report_r, report_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(Step::Fork, "report pipe")?;
+    let console = terminal.then(console_sockets).transpose()?;
+    let signals = forwarded_signals();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
+        .step(Step::Fork, "signal mask")?;
+    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .step(Step::Fork, "signalfd")?;
+    if new_pid {
+        nix::sched::unshare(CloneFlags::CLONE_NEWPID).step(Step::Namespaces, "pid")?;
+    }
+    // SAFETY: this process is single-threaded (the caller's contract), so the child may
+    // run any code.
+    #[allow(unsafe_code)]
+    let child = match unsafe { nix::unistd::fork() }.step(Step::Fork, "container")? {
+        ForkResult::Child => {
+            drop((signal_fd, report_r));
+            init::container_init(init::Setup {
+                spec: &spec,
+                rootfs: &rootfs,
+                bundle,
+                cgroups: &cgroups,
+                namespaces,
+                console_socket: console.map(|(_, theirs)| theirs),
+                report: File::from(report_w),
+            })
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(report_w);
+    let code = wait_for(child, &signal_fd, console);
+    drop(cgroups);
+    match report::Failure::receive(&mut File::from(report_r)) {
+        Some(f) => Err(f),
+        None => Ok(code),
+    }
+}
+
+/// The bundle's spec and the absolute path of its rootfs.
+fn load(bundle: &Path) -> Result<(Spec, PathBuf), Failure> {
+    let config = bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|e| {
+        let what = format!("{}: {e}", config.display());
+        Failure::new(Step::Spec, what, Errno::EINVAL)
+    })?;
+    let rootfs = spec
+        .root()
+        .as_ref()
+        .map_or_else(|| PathBuf::from("rootfs"), |r| r.path().clone());
+    Ok((spec, bundle.join(rootfs)))
+}
+
+/// The two ends of the socket the pty's master comes back on: ours, the container's.
+fn console_sockets() -> Result<(OwnedFd, OwnedFd), Failure> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .step(Step::Terminal, "console socket")
+}
+
+/// Forward signals (relaying the pty under `-t`) until the container's PID 1 ends;
+/// returns its exit code.
+fn wait_for(child: Pid, signal_fd: &SignalFd, console: Option<(OwnedFd, OwnedFd)>) -> i32 {
+    // The pty's master, once the container has made it (none if it failed first).
+    let master = console.and_then(|(ours, theirs)| {
+        drop(theirs);
+        tty::receive_fd(&ours)
+    });
+    if let Some(master) = master {
+        let _raw = tty::RawMode::enter();
+        tty::copy_window_size(&master);
+        let mut code = None;
+        tty::relay(&master, signal_fd, || {
+            code = on_signals(signal_fd, child, Some(&master));
+            code.is_some()
+        });
+        return code.unwrap_or(125);
+    }
+    loop {
+        let mut fds = [PollFd::new(signal_fd, PollFlags::IN)];
+        let _ = rustix::event::poll(&mut fds, None);
+        if let Some(code) = on_signals(signal_fd, child, None) {
+            return code;
+        }
+    }
+}
+
+/// Handle the pending signals: forward them to the container's PID 1 (with a pty,
+/// SIGWINCH resizes it instead), and on SIGCHLD see if it ended. Returns its exit
+/// code once it has.
+fn on_signals(signal_fd: &SignalFd, child: Pid, pty: Option<&OwnedFd>) -> Option<i32> {
+    let mut ended = None;
+    while let Ok(Some(info)) = signal_fd.read_signal() {
+        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
+        };
+        match (sig, pty) {
+            (Signal::SIGCHLD, _) => {
+                ended = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, code)) => Some(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+                    _ => ended,
+                };
+            }
+            (Signal::SIGWINCH, Some(master)) => tty::copy_window_size(master),
+            _ => {
+                let _ = kill(child, sig);
+            }
+        }
+    }
+    ended
+}
+
+/// Whether to make a PID namespace, and the other namespaces to make. Namespaces given
+/// by path and user namespaces are refused.
+fn namespaces(spec: &Spec) -> Result<(bool, CloneFlags), Failure> {
+    let mut flags = CloneFlags::empty();
+    let mut pid = false;
+    let list = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for ns in list {
+        let name = format!("{:?}", ns.typ()).to_lowercase();
+        if ns.path().is_some() {
+            return Err(Failure::new(
+                Step::Namespaces,
+                format!("{name} (by path)"),
+                Errno::ENOTSUP,
+            ));
+        }
+        match ns.typ() {
+            LinuxNamespaceType::Pid => pid = true,
+            LinuxNamespaceType::Mount => flags |= CloneFlags::CLONE_NEWNS,
+            LinuxNamespaceType::Uts => flags |= CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Ipc => flags |= CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Network => flags |= CloneFlags::CLONE_NEWNET,
+            LinuxNamespaceType::Cgroup => flags |= CloneFlags::CLONE_NEWCGROUP,
+            _ => return Err(Failure::new(Step::Namespaces, name, Errno::ENOTSUP)),
+        }
+    }
+    if !flags.contains(CloneFlags::CLONE_NEWNS) {
+        // The root is built with mounts; without a mount namespace they would be the host's.
+        return Err(Failure::new(
+            Step::Namespaces,
+            "mount (required)",
+            Errno::ENOTSUP,
+        ));
+    }
+    Ok((pid, flags))
+}
