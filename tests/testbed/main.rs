@@ -10,7 +10,8 @@
 //! [`registry_access`] (auth, credentials, hosts.toml, TLS, proxies), [`resume`] (a
 //! killed big pull resumes), [`lifecycle`] (images, inspect, history, rmi, prune),
 //! [`save`] (kept blobs, and an OCI archive skopeo and umoci read), [`run`] (containers
-//! through runc: answers, exit codes, signals, cleanup).
+//! through the built-in launcher and runc: answers, exit codes, signals, cleanup),
+//! [`launcher`] (the built-in launcher prints what runc prints, for a matrix of options).
 // A test is one scenario, steps and assertions in order; splitting it would hide it.
 #![allow(clippy::too_many_lines)]
 
@@ -20,6 +21,7 @@ mod common;
 mod bundle;
 mod conformance;
 mod crosslayer;
+mod launcher;
 mod lifecycle;
 mod registry_access;
 mod resume;

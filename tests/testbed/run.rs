@@ -1,5 +1,6 @@
-//! `rdpull run` through runc and crun: the container's answers, `docker run`'s exit
-//! codes (the command's, 125, 126, 127), signals forwarded, `--rm` leaving no snapshot,
+//! `rdpull run` through the built-in launcher, runc and crun: the container's answers,
+//! `docker run`'s exit codes (the command's, 125, 126, 127, 128+N), signals forwarded,
+//! orphans reaped, `--rm` leaving no snapshot,
 //! directory or mount, and `ps`/`rm` for a container kept without `--rm`.
 
 use std::process::Output;
@@ -35,12 +36,12 @@ fn assert_nothing_left(root: &Path) {
 }
 
 #[test]
-fn run_gives_docker_answers_and_exit_codes_under_runc_and_crun() {
+fn run_gives_docker_answers_and_exit_codes_under_each_runtime() {
     skip_unless_root!();
     setup();
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("store");
-    for runtime in ["runc", "crun"] {
+    for runtime in ["builtin", "runc", "crun"] {
         if runtime == "crun" && Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
             // crun 1.8 refuses this hybrid host (tests/testbed/bundle.rs runs it in a mount
             // namespace without the v2 hierarchy); `run --runtime crun` is left to hosts
@@ -77,6 +78,7 @@ fn run_gives_docker_answers_and_exit_codes_under_runc_and_crun() {
             (o.status.code(), stderr(&o).trim().to_string())
         };
         assert_eq!(code(&["IMAGE", "true"]), (Some(0), String::new()));
+        assert_eq!(code(&["IMAGE", "false"]), (Some(1), String::new()));
         assert_eq!(
             code(&["IMAGE", "nosuchcmd"]),
             (
@@ -142,6 +144,72 @@ fn run_gives_docker_answers_and_exit_codes_under_runc_and_crun() {
     );
 }
 
+/// Start `rdpull run --rm IMAGE sh -c SCRIPT` with `runtime`; returns it once the
+/// script has printed `ready`, with the rest of its stdout to read.
+fn start_ready(
+    root: &Path,
+    runtime: &str,
+    script: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let image = format!("{REG}/debian:bookworm");
+    let args = [
+        "run",
+        "--rm",
+        "--runtime",
+        runtime,
+        &image,
+        "sh",
+        "-c",
+        script,
+    ];
+    let mut child = command(root, &args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n", "{runtime}");
+    (child, out)
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), sig)
+        .unwrap();
+}
+
+/// The host pid of the container's process named `comm` (its cgroup is named for the
+/// container under every runtime here), once it has that name.
+fn container_process(root: &Path, comm: &str) -> u32 {
+    let id = std::fs::read_dir(root.join("containers"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let procs = Path::new("/sys/fs/cgroup/pids")
+        .join(&id)
+        .join("cgroup.procs");
+    for _ in 0..100 {
+        let found = std::fs::read_to_string(&procs)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default()
+                    == format!("{comm}\n")
+            });
+        if let Some(pid) = found {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no {comm} in {}", procs.display())
+}
+
 #[test]
 fn sigterm_reaches_the_container_and_rm_leaves_nothing() {
     skip_unless_root!();
@@ -157,34 +225,36 @@ fn sigterm_reaches_the_container_and_rm_leaves_nothing() {
             &format!("{REG}/debian:bookworm"),
         ],
     ));
-    let mut child = command(
-        &root,
-        &[
-            "run",
-            "--rm",
-            &format!("{REG}/debian:bookworm"),
-            "sh",
-            "-c",
-            "trap 'echo got TERM; exit 143' TERM; echo ready; sleep 100 & wait",
-        ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let pid = child.id();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line, "ready\n");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    assert_eq!(rest, "got TERM\n");
+    for runtime in ["builtin", "runc"] {
+        // SIGTERM to rdpull reaches the command, which traps it: 143.
+        let trap = "trap 'echo got TERM; exit 143' TERM; echo ready; sleep 100 & wait";
+        let (mut child, mut out) = start_ready(&root, runtime, trap);
+        signal(child.id(), rustix::process::Signal::TERM);
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert_eq!(rest, "got TERM\n", "{runtime}");
+        assert_eq!(child.wait().unwrap().code(), Some(143), "{runtime}");
+        assert_nothing_left(&root);
+        // Killed by signal 9 from outside: 128 + 9.
+        let (mut child, _out) = start_ready(&root, runtime, "echo ready; exec sleep 100");
+        signal(
+            container_process(&root, "sleep"),
+            rustix::process::Signal::KILL,
+        );
+        assert_eq!(child.wait().unwrap().code(), Some(137), "{runtime}");
+        assert_nothing_left(&root);
+    }
+    // Under the built-in launcher the command is not PID 1 (its init is): a SIGTERM it
+    // does not trap ends it, as with `docker run --init`.
+    let (mut child, _out) = start_ready(&root, "builtin", "echo ready; exec sleep 100");
+    signal(child.id(), rustix::process::Signal::TERM);
     assert_eq!(child.wait().unwrap().code(), Some(143));
+    // And its init reaps orphans: none is left a zombie.
+    let zombies = "(sh -c 'sleep 0.1' &); sleep 1; \
+        grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l; \
+        grep -c . /proc/1/cmdline >/dev/null && tr '\\0' ' ' </proc/1/comm";
+    let o = ok(run(&root, &["--rm", "IMAGE", "sh", "-c", zombies]));
+    assert_eq!(stdout(&o), "0\nrdpull\n");
     assert_nothing_left(&root);
 
     // Kept without --rm: listed by ps -a, its writes in its snapshot, gone after rm.

@@ -1,0 +1,233 @@
+//! The built-in launcher against runc and crun: the same bundle, for a matrix of `run`
+//! options, run by each; an in-container checker prints what the runtime spec decides
+//! (identity, hostname, cwd, environment, umask, credentials and capabilities, rlimits,
+//! device nodes, the mount table, cgroups, network devices, what is writable, what is
+//! masked). The built-in launcher must print exactly what runc prints, mount ids aside.
+//! crun 1.8.1 builds `/dev`, `/sys/fs/cgroup` and the masked and read-only paths its
+//! own way (README, "Runtimes compared"); those sections are compared with runc's
+//! only for the other runtimes.
+
+use super::*;
+
+/// The checker, run by `sh -c` in the container.
+const CHECKER: &str = r###"
+echo "## id"; id
+echo "## hostname"; hostname; cat /etc/hostname
+echo "## cwd"; pwd
+echo "## env"; env | sort
+echo "## umask"; umask
+echo "## status"; grep -E '^(Uid|Gid|Groups|Cap|NoNewPrivs|Seccomp)' /proc/self/status
+echo "## limits"; cat /proc/self/limits
+echo "## devices"; for f in /dev/* /dev/pts/*; do stat -c '%N %F %a %u:%g %t:%T' "$f"; done
+echo "## mounts"; cat /proc/self/mountinfo
+echo "## cgroup"; cat /proc/self/cgroup; ls /sys/fs/cgroup
+echo "## net"; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '
+echo "## writable"
+for p in / /tmp /proc/sys /sys /dev /dev/shm /etc/hosts; do
+  if [ -d $p ]; then f=$p/.w; else f=$p; fi
+  (touch $f 2>/dev/null && echo "$p rw") || echo "$p ro"
+done
+echo "## masked"; wc -c < /proc/timer_list; ls /proc/acpi | wc -l
+exit 42
+"###;
+
+/// The sections crun builds its own way (see the module doc).
+const CRUN_OWN_WAY: &[&str] = &["## devices", "## mounts", "## cgroup"];
+
+/// The checker's output with mount ids dropped (they differ run to run), split into
+/// its sections.
+fn sections(out: &str) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = Vec::new();
+    for line in out.lines() {
+        if line.starts_with("## ") {
+            all.push((line.to_string(), String::new()));
+            continue;
+        }
+        let Some((name, body)) = all.last_mut() else {
+            continue;
+        };
+        let line = if name == "## mounts" {
+            line.splitn(3, ' ').nth(2).unwrap_or(line)
+        } else {
+            line
+        };
+        body.push_str(line);
+        body.push('\n');
+    }
+    all
+}
+
+/// Run the bundle in `dir` as container `id` with `runtime`: the checker's sections and
+/// the exit code.
+fn run_bundle(runtime: &str, dir: &Path, id: &str) -> (Vec<(String, String)>, Option<i32>) {
+    let mut cmd = match runtime {
+        "builtin" => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_rdpull"));
+            c.arg("__launch").arg(dir).arg(id);
+            c
+        }
+        "crun" => {
+            // crun 1.8 refuses this hybrid host's v2 hierarchy (tests/testbed/bundle.rs).
+            let mut c = Command::new("unshare");
+            c.args(["-m", "--propagation", "private", "sh", "-c"])
+                .arg(format!(
+                    "umount /sys/fs/cgroup/unified 2>/dev/null; exec crun run --bundle {} {id}",
+                    dir.display()
+                ));
+            c
+        }
+        _ => {
+            let mut c = Command::new(runtime);
+            c.args(["run", "--bundle"]).arg(dir).arg(id);
+            c
+        }
+    };
+    let o = cmd.current_dir(dir).output().unwrap();
+    assert!(o.stderr.is_empty(), "{runtime}: {}", stderr(&o));
+    (sections(&stdout(&o)), o.status.code())
+}
+
+#[test]
+fn the_builtin_launcher_matches_runc_for_a_matrix_of_options() {
+    skip_unless_root!();
+    setup();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    let image = format!("{REG}/debian:bookworm");
+    let matrix: &[(&str, &[&str])] = &[
+        ("defaults", &[]),
+        ("user-name", &["-u", "nobody", "--hostname", "h1"]),
+        ("uid-gid", &["-u", "1000:1000", "-w", "/tmp/w"]),
+        (
+            "name-group",
+            &["-u", "daemon:tty", "-e", "A=1", "-e", "HOME=/x"],
+        ),
+        ("read-only", &["--read-only", "-w", "/var/tmp"]),
+        ("network-none", &["--network", "none"]),
+        ("entrypoint", &["--entrypoint", "/bin/sh"]),
+    ];
+    for (name, args) in matrix {
+        let dir = t.path().join(name);
+        let command: &[&str] = if args.contains(&"--entrypoint") {
+            &["-c", CHECKER]
+        } else {
+            &["sh", "-c", CHECKER]
+        };
+        let mut all = vec!["--plain-http", "-q", "bundle"];
+        all.extend_from_slice(args);
+        all.extend([image.as_str(), dir.to_str().unwrap(), "--"]);
+        all.extend_from_slice(command);
+        ok(rdpull(&root, &all));
+        let id = format!("rdpull-matrix-{name}");
+        let (runc, runc_code) = run_bundle("runc", &dir, &id);
+        assert_eq!(runc_code, Some(42), "{name}: runc");
+        assert_eq!(runc.len(), 13, "{name}: every section printed: {runc:?}");
+        let (builtin, code) = run_bundle("builtin", &dir, &id);
+        assert_eq!(code, Some(42), "{name}: builtin");
+        for (want, got) in runc.iter().zip(&builtin) {
+            assert_same(
+                &got.1,
+                &want.1,
+                &format!("{name}: builtin vs runc, {}", want.0),
+            );
+        }
+        assert_eq!(builtin.len(), runc.len());
+        let (crun, code) = run_bundle("crun", &dir, &id);
+        assert_eq!(code, Some(42), "{name}: crun");
+        for (want, got) in runc.iter().zip(&crun) {
+            if !CRUN_OWN_WAY.contains(&want.0.as_str()) {
+                assert_same(
+                    &got.1,
+                    &want.1,
+                    &format!("{name}: crun vs runc, {}", want.0),
+                );
+            }
+        }
+        // Nothing left: the launcher removes its cgroups.
+        let left = std::fs::read_dir("/sys/fs/cgroup/devices")
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() == id.as_str())
+            .count();
+        assert_eq!(left, 0, "{name}: no cgroup left");
+    }
+}
+
+#[test]
+fn a_failed_step_is_one_line_with_its_exit_code_and_leaves_nothing() {
+    skip_unless_root!();
+    setup();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    let dir = t.path().join("b");
+    let image = format!("{REG}/debian:bookworm");
+    let args = [
+        "--plain-http",
+        "-q",
+        "bundle",
+        &image,
+        dir.to_str().unwrap(),
+    ];
+    ok(rdpull(
+        &root,
+        &[&args[..], &["--", "/bad-interpreter"]].concat(),
+    ));
+    // A script whose interpreter is missing: execve's ENOENT, reported by the command
+    // process over the pipe, is 127.
+    let script = dir.join("rootfs/bad-interpreter");
+    std::fs::write(&script, "#!/nonexistent\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let launch = |id: &str| {
+        Command::new(env!("CARGO_BIN_EXE_rdpull"))
+            .arg("__launch")
+            .arg(&dir)
+            .arg(id)
+            .output()
+            .unwrap()
+    };
+    let o = launch("rdpull-fail-1");
+    assert_eq!(o.status.code(), Some(127));
+    assert_eq!(
+        stderr(&o),
+        "rdpull: error: launch: exec /bad-interpreter: No such file or directory (os error 2)\n"
+    );
+    // A mount the kernel refuses, in the container's PID 1: 125, naming the mount.
+    let config = dir.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!(
+            {"destination": "/x", "type": "nosuchfs", "source": "none"}
+        ));
+    std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let o = launch("rdpull-fail-2");
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        stderr(&o),
+        "rdpull: error: launch: mount /x (nosuchfs): No such device (os error 19)\n"
+    );
+    // A spec it cannot read: 125 before anything is made.
+    std::fs::write(&config, "{").unwrap();
+    let o = launch("rdpull-fail-3");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).starts_with(&format!(
+            "rdpull: error: launch: spec {}: ",
+            config.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    for id in ["rdpull-fail-1", "rdpull-fail-2", "rdpull-fail-3"] {
+        assert!(
+            !Path::new("/sys/fs/cgroup/devices").join(id).exists(),
+            "{id}: cgroup left"
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(dir.to_str().unwrap()),
+        "no mount left: {mounts}"
+    );
+}
