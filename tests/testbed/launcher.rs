@@ -231,3 +231,71 @@ fn a_failed_step_is_one_line_with_its_exit_code_and_leaves_nothing() {
         "no mount left: {mounts}"
     );
 }
+
+#[test]
+fn a_killed_launcher_takes_its_container_along_and_rm_removes_its_cgroups() {
+    skip_unless_root!();
+    setup();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    let image = format!("{REG}/debian:bookworm");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rdpull"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "--plain-http",
+            "-q",
+            "run",
+            &image,
+            "sh",
+            "-c",
+            "echo ready; exec sleep 100",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let dir = std::fs::read_dir(root.join("containers"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("container.json")).unwrap()).unwrap();
+    let id = record["id"].as_str().unwrap().to_string();
+    let cgroup = Path::new("/sys/fs/cgroup/pids").join(&id);
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 2, "init and sleep: {procs}");
+    let launcher = record["runtime_pid"].as_u64().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(launcher as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    // rdpull reports the launcher's death as the container's, and unmounts.
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+    // The container died with it (its PID 1 has SIGKILL as parent-death signal).
+    for _ in 0..100 {
+        if std::fs::read_to_string(cgroup.join("cgroup.procs"))
+            .unwrap_or_default()
+            .is_empty()
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap(),
+        ""
+    );
+    assert!(cgroup.exists(), "the launcher could not remove it");
+    ok(rdpull(&root, &["rm", &id[..12]]));
+    assert!(!cgroup.exists(), "rm removed the left cgroups");
+    assert!(!Path::new("/sys/fs/cgroup/devices").join(&id).exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(root.to_str().unwrap()), "no mount left");
+}

@@ -254,6 +254,9 @@ impl std::fmt::Display for Runtime {
 }
 
 fn remove_container(store: &Store, snapshot: &str, dir: &Path) {
+    if let Some(id) = dir.file_name() {
+        crate::launch::remove_leftovers(&id.to_string_lossy());
+    }
     match store.remove(snapshot) {
         Ok(()) | Err(rdpull_snapshot::StoreError::NotFound(_)) => {}
         Err(e) => tracing_warn(&format!("removing snapshot {snapshot}: {e}")),

@@ -59,7 +59,11 @@ impl Hierarchy {
 /// The container's cgroups; removed on drop (the container's processes are gone by
 /// then: they all die with its PID 1).
 #[derive(Debug)]
-pub(crate) struct Cgroups(pub(crate) Vec<Hierarchy>);
+pub(crate) struct Cgroups {
+    pub(crate) hierarchies: Vec<Hierarchy>,
+    /// How often to try again a removal refused as busy, 10 ms apart.
+    retries: u32,
+}
 
 impl Cgroups {
     /// Make the container's cgroup `name` in every hierarchy the host mounts, with the
@@ -69,7 +73,10 @@ impl Cgroups {
             std::fs::read_to_string("/proc/self/cgroup").step(Step::Cgroup, "/proc/self/cgroup")?;
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .step(Step::Cgroup, "/proc/self/mountinfo")?;
-        let mut made = Cgroups(Vec::new());
+        let mut made = Cgroups {
+            hierarchies: Vec::new(),
+            retries: 100,
+        };
         for h in hierarchies(&mountinfo, &own, name) {
             std::fs::create_dir(&h.dir)
                 .or_else(|e| match e.kind() {
@@ -77,10 +84,10 @@ impl Cgroups {
                     _ => Err(e),
                 })
                 .map_err(|e| Failure::new(Step::Cgroup, h.dir.display().to_string(), e))?;
-            made.0.push(h);
+            made.hierarchies.push(h);
         }
         if !made
-            .0
+            .hierarchies
             .iter()
             .any(|h| h.controllers.iter().any(|c| c == "devices"))
         {
@@ -90,15 +97,30 @@ impl Cgroups {
                 Errno::ENOTSUP,
             ));
         }
-        for h in &made.0 {
+        for h in &made.hierarchies {
             h.configure()?;
         }
         Ok(made)
     }
 
+    /// The cgroups of container `name` as [`Cgroups::create`] would make them, to remove
+    /// what a killed launcher left (on drop).
+    pub(crate) fn existing(name: &str) -> Cgroups {
+        let read = |p| std::fs::read_to_string(p).unwrap_or_default();
+        let found = hierarchies(
+            &read("/proc/self/mountinfo"),
+            &read("/proc/self/cgroup"),
+            name,
+        );
+        Cgroups {
+            hierarchies: found.into_iter().filter(|h| h.dir.exists()).collect(),
+            retries: 0,
+        }
+    }
+
     /// Move the calling process into every hierarchy's directory.
     pub(crate) fn join(&self) -> Result<(), Failure> {
-        for h in &self.0 {
+        for h in &self.hierarchies {
             write(&h.dir.join("cgroup.procs"), "0")?;
         }
         Ok(())
@@ -130,9 +152,9 @@ impl Hierarchy {
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
-        for h in &self.0 {
+        for h in &self.hierarchies {
             // The last exiting tasks may still be leaving the cgroup: a few tries.
-            for _ in 0..100 {
+            for _ in 0..=self.retries {
                 match rustix::fs::rmdir(&h.dir) {
                     Err(rustix::io::Errno::BUSY) => {
                         std::thread::sleep(std::time::Duration::from_millis(10));

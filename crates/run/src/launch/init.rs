@@ -54,6 +54,10 @@ pub(crate) fn container_init(mut s: Setup<'_>) -> ! {
 }
 
 fn enter(s: &Setup<'_>) -> Result<(), Failure> {
+    // The container lives only as long as its launcher: killed outright, the launcher
+    // takes the whole PID namespace with it instead of leaving it unwatched.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .step(Step::Namespaces, "parent death signal")?;
     // Out of the caller's session: a terminal's signals reach the container only as
     // the launcher forwards them.
     nix::unistd::setsid().step(Step::Namespaces, "setsid")?;

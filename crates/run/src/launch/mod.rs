@@ -200,6 +200,12 @@ fn on_signals(signal_fd: &SignalFd, child: Pid, pty: Option<&OwnedFd>) -> Option
     ended
 }
 
+/// Remove the cgroups a launcher of container `id` left behind (it was killed before it
+/// could). Empty ones only: the kernel refuses to remove a cgroup with processes in it.
+pub fn remove_leftovers(id: &str) {
+    drop(cgroup::Cgroups::existing(id));
+}
+
 /// Whether to make a PID namespace, and the other namespaces to make. Namespaces given
 /// by path and user namespaces are refused.
 fn namespaces(spec: &Spec) -> Result<(bool, CloneFlags), Failure> {

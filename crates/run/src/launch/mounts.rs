@@ -206,7 +206,7 @@ fn mount_cgroups(root: &RootDir, m: &Mount, cgroups: &Cgroups) -> Result<(), Fai
     let opts = MountOptions::parse(&m.options().clone().unwrap_or_default());
     let what = format!("{dest} (cgroup)");
     let target = root.make_dirs(&dest).step(Step::Mount, &what)?;
-    let v1: Vec<_> = cgroups.0.iter().filter(|h| !h.is_v2()).collect();
+    let v1: Vec<_> = cgroups.hierarchies.iter().filter(|h| !h.is_v2()).collect();
     let flags = opts.remount_flags() | MsFlags::MS_RDONLY;
     // Bound at `at` (open on `path`), then made read-only through the new mount.
     let bind_ro = |source: &Path, at: &OwnedFd, path: &str| -> Result<(), Failure> {
@@ -216,7 +216,7 @@ fn mount_cgroups(root: &RootDir, m: &Mount, cgroups: &Cgroups) -> Result<(), Fai
         mount(NONE, &fd_path(&top), NONE, remount, NONE).step(Step::Mount, path)
     };
     if v1.is_empty() {
-        if let Some(h) = cgroups.0.first() {
+        if let Some(h) = cgroups.hierarchies.first() {
             bind_ro(&h.dir, &target, &dest)?;
         }
         return Ok(());
