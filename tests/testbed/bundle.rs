@@ -32,24 +32,7 @@ fn bundle(root: &Path, dir: &Path, args: &[&str]) -> Output {
 /// Run the bundle with `runtime` (`runc` or `crun`); stdout and exit code.
 fn run(runtime: &str, dir: &Path) -> (String, i32) {
     let id = format!("rdpull-test-{runtime}-{}", std::process::id());
-    let mut cmd = if runtime == "crun" {
-        // crun 1.8 refuses a hybrid cgroup host whose v2 hierarchy has controllers (this
-        // VM's hugetlb); without the v2 mount, in a mount namespace of its own, it runs
-        // the bundle as it is.
-        let mut c = Command::new("unshare");
-        c.args(["-m", "--propagation", "private", "sh", "-c"])
-            .arg(format!(
-                "umount /sys/fs/cgroup/unified 2>/dev/null; exec crun run --bundle {} {id}",
-                dir.display()
-            ));
-        c
-    } else {
-        let mut c = Command::new("runc");
-        c.args(["run", "--bundle"]).arg(dir).arg(&id);
-        c
-    };
-    let out = cmd
-        .current_dir(dir)
+    let out = bundle_runtime(runtime, dir, &id)
         .output()
         .expect("runtime (scripts/test installs runc and crun)");
     (stdout(&out), out.status.code().unwrap_or(-1))

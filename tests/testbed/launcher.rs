@@ -2,9 +2,10 @@
 //! options, run by each; an in-container checker prints what the runtime spec decides
 //! (identity, hostname, cwd, environment, umask, credentials and capabilities, rlimits,
 //! device nodes, the mount table, cgroups, network devices, what is writable, what is
-//! masked). The built-in launcher must print exactly what runc prints, mount ids aside.
+//! masked). The built-in launcher must print exactly what runc prints, mount ids and
+//! anonymous device numbers aside.
 //! crun 1.8.1 builds `/dev`, `/sys/fs/cgroup` and the masked and read-only paths its
-//! own way (README, "Runtimes compared"); those sections are compared with runc's
+//! own way (docs/conformance.md, "Runtimes compared"); those sections are compared with runc's
 //! only for the other runtimes.
 
 use super::*;
@@ -34,8 +35,8 @@ exit 42
 /// The sections crun builds its own way (see the module doc).
 const CRUN_OWN_WAY: &[&str] = &["## devices", "## mounts", "## cgroup"];
 
-/// The checker's output with mount ids dropped (they differ run to run), split into
-/// its sections.
+/// The checker's output with mount ids and device numbers dropped (they differ run to
+/// run), split into its sections.
 fn sections(out: &str) -> Vec<(String, String)> {
     let mut all: Vec<(String, String)> = Vec::new();
     for line in out.lines() {
@@ -47,7 +48,7 @@ fn sections(out: &str) -> Vec<(String, String)> {
             continue;
         };
         let line = if name == "## mounts" {
-            line.splitn(3, ' ').nth(2).unwrap_or(line)
+            line.splitn(4, ' ').nth(3).unwrap_or(line)
         } else {
             line
         };
@@ -60,29 +61,7 @@ fn sections(out: &str) -> Vec<(String, String)> {
 /// Run the bundle in `dir` as container `id` with `runtime`: the checker's sections and
 /// the exit code.
 fn run_bundle(runtime: &str, dir: &Path, id: &str) -> (Vec<(String, String)>, Option<i32>) {
-    let mut cmd = match runtime {
-        "builtin" => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_rdpull"));
-            c.arg("__launch").arg(dir).arg(id);
-            c
-        }
-        "crun" => {
-            // crun 1.8 refuses this hybrid host's v2 hierarchy (tests/testbed/bundle.rs).
-            let mut c = Command::new("unshare");
-            c.args(["-m", "--propagation", "private", "sh", "-c"])
-                .arg(format!(
-                    "umount /sys/fs/cgroup/unified 2>/dev/null; exec crun run --bundle {} {id}",
-                    dir.display()
-                ));
-            c
-        }
-        _ => {
-            let mut c = Command::new(runtime);
-            c.args(["run", "--bundle"]).arg(dir).arg(id);
-            c
-        }
-    };
-    let o = cmd.current_dir(dir).output().unwrap();
+    let o = bundle_runtime(runtime, dir, id).output().unwrap();
     assert!(o.stderr.is_empty(), "{runtime}: {}", stderr(&o));
     (sections(&stdout(&o)), o.status.code())
 }
@@ -118,7 +97,7 @@ fn the_builtin_launcher_matches_runc_for_a_matrix_of_options() {
         all.extend([image.as_str(), dir.to_str().unwrap(), "--"]);
         all.extend_from_slice(command);
         ok(rdpull(&root, &all));
-        let id = format!("rdpull-matrix-{name}");
+        let id = format!("rdpull-matrix-{name}-{}", std::process::id());
         let (runc, runc_code) = run_bundle("runc", &dir, &id);
         assert_eq!(runc_code, Some(42), "{name}: runc");
         assert_eq!(runc.len(), 13, "{name}: every section printed: {runc:?}");
@@ -184,7 +163,10 @@ fn a_failed_step_is_one_line_with_its_exit_code_and_leaves_nothing() {
             .output()
             .unwrap()
     };
-    let o = launch("rdpull-fail-1");
+    let ids: Vec<String> = (1..=3)
+        .map(|n| format!("rdpull-fail-{n}-{}", std::process::id()))
+        .collect();
+    let o = launch(&ids[0]);
     assert_eq!(o.status.code(), Some(127));
     assert_eq!(
         stderr(&o),
@@ -201,7 +183,7 @@ fn a_failed_step_is_one_line_with_its_exit_code_and_leaves_nothing() {
             {"destination": "/x", "type": "nosuchfs", "source": "none"}
         ));
     std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let o = launch("rdpull-fail-2");
+    let o = launch(&ids[1]);
     assert_eq!(o.status.code(), Some(125));
     assert_eq!(
         stderr(&o),
@@ -209,7 +191,7 @@ fn a_failed_step_is_one_line_with_its_exit_code_and_leaves_nothing() {
     );
     // A spec it cannot read: 125 before anything is made.
     std::fs::write(&config, "{").unwrap();
-    let o = launch("rdpull-fail-3");
+    let o = launch(&ids[2]);
     assert_eq!(o.status.code(), Some(125));
     assert!(
         stderr(&o).starts_with(&format!(
@@ -219,7 +201,7 @@ fn a_failed_step_is_one_line_with_its_exit_code_and_leaves_nothing() {
         "{}",
         stderr(&o)
     );
-    for id in ["rdpull-fail-1", "rdpull-fail-2", "rdpull-fail-3"] {
+    for id in &ids {
         assert!(
             !Path::new("/sys/fs/cgroup/devices").join(id).exists(),
             "{id}: cgroup left"
@@ -239,10 +221,9 @@ fn a_killed_launcher_takes_its_container_along_and_rm_removes_its_cgroups() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("store");
     let image = format!("{REG}/debian:bookworm");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rdpull"))
-        .arg("--root")
-        .arg(&root)
-        .args([
+    let (mut child, _out) = start_until_ready(
+        &root,
+        &[
             "--plain-http",
             "-q",
             "run",
@@ -250,14 +231,8 @@ fn a_killed_launcher_takes_its_container_along_and_rm_removes_its_cgroups() {
             "sh",
             "-c",
             "echo ready; exec sleep 100",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line, "ready\n");
+        ],
+    );
     let dir = std::fs::read_dir(root.join("containers"))
         .unwrap()
         .next()

@@ -144,8 +144,7 @@ fn run_gives_docker_answers_and_exit_codes_under_each_runtime() {
     );
 }
 
-/// Start `rdpull run --rm IMAGE sh -c SCRIPT` with `runtime`; returns it once the
-/// script has printed `ready`, with the rest of its stdout to read.
+/// Start `rdpull run --rm IMAGE sh -c SCRIPT` with `runtime`, once it printed `ready`.
 fn start_ready(
     root: &Path,
     runtime: &str,
@@ -165,15 +164,7 @@ fn start_ready(
         "-c",
         script,
     ];
-    let mut child = command(root, &args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line, "ready\n", "{runtime}");
-    (child, out)
+    start_until_ready(root, &args)
 }
 
 fn signal(pid: u32, sig: rustix::process::Signal) {

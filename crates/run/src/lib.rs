@@ -8,8 +8,8 @@
 //! `config.json` plus the container's own `/etc/hostname`, `/etc/hosts` and
 //! `/etc/resolv.conf`), which runc and crun run unchanged. It also owns containers
 //! ([`Container`]): a writable snapshot over the image, mounted as a bundle's rootfs and
-//! handed to an OCI runtime (runc, crun), recorded until `rm`. It does not fetch or
-//! unpack images (`rdpull-pipeline` does).
+//! run by a [`Runtime`] (the built-in launcher, or runc, crun), recorded until `rm`. It
+//! does not fetch or unpack images (`rdpull-pipeline` does).
 //!
 //! The *launcher* part ([`launch`]) is a runtime of its own: it runs a bundle in new
 //! namespaces from a single-threaded helper process, without runc.

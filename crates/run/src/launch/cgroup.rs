@@ -118,10 +118,10 @@ impl Cgroups {
         }
     }
 
-    /// Move the calling process into every hierarchy's directory.
-    pub(crate) fn join(&self) -> Result<(), Failure> {
+    /// Move process `pid` (with its threads) into every hierarchy's directory.
+    pub(crate) fn add(&self, pid: i32) -> Result<(), Failure> {
         for h in &self.hierarchies {
-            write(&h.dir.join("cgroup.procs"), "0")?;
+            write(&h.dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
     }

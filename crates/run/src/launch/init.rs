@@ -1,6 +1,6 @@
-//! The container's PID 1: it enters the remaining namespaces, joins the cgroups, builds
-//! the root, sets the hostname and brings up loopback in a new network namespace, then
-//! forks the command and stays as a minimal init (as `docker run --init` does): it
+//! The container's PID 1: it enters the remaining namespaces, builds the root, sets the
+//! hostname and brings up loopback in a new network namespace while the launcher moves
+//! it into the container's cgroups, waits for that, then forks the command and stays as a minimal init (as `docker run --init` does): it
 //! passes the signals the launcher forwards on to the command, reaps every orphan, and
 //! exits with the command's status when the command ends.
 
@@ -28,6 +28,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) cgroups: &'a Cgroups,
     /// The namespaces to enter besides the PID one, which the launcher already made.
     pub(crate) namespaces: CloneFlags,
+    /// Readable (one byte) once the launcher has moved this process into the cgroups.
+    pub(crate) joined: OwnedFd,
     /// Under `-t`, the socket to send the pty's master to the launcher on.
     pub(crate) console_socket: Option<OwnedFd>,
     pub(crate) report: File,
@@ -39,6 +41,12 @@ pub(crate) fn container_init(mut s: Setup<'_>) -> ! {
         Ok(tty) => tty,
         Err(f) => f.send_and_exit(&mut s.report),
     };
+    // Nothing runs the command before the launcher has moved this process into the
+    // container's cgroups (and so under its device rules); if it could not, it says so.
+    let mut joined = [0u8; 1];
+    if !matches!(rustix::io::read(&s.joined, &mut joined), Ok(1)) {
+        std::process::exit(125);
+    }
     let process = s.spec.process().clone().unwrap_or_default();
     // SAFETY: the launcher is single-threaded, so the child may run any code.
     #[allow(unsafe_code)]
@@ -61,7 +69,6 @@ fn enter(s: &Setup<'_>) -> Result<(), Failure> {
     // Out of the caller's session: a terminal's signals reach the container only as
     // the launcher forwards them.
     nix::unistd::setsid().step(Step::Namespaces, "setsid")?;
-    s.cgroups.join()?;
     nix::sched::unshare(s.namespaces).step(Step::Namespaces, &format!("{:?}", s.namespaces))?;
     mounts::build_root(s.spec, s.rootfs, s.bundle, s.cgroups)?;
     if s.namespaces.contains(CloneFlags::CLONE_NEWUTS) {

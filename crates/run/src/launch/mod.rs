@@ -6,17 +6,18 @@
 //! part:
 //!
 //! * the **launcher** (this module) loads `config.json`, makes the container's cgroups
-//!   ([`cgroup`]), blocks the signals it forwards, unshares the PID namespace and forks;
+//!   (`cgroup`), blocks the signals it forwards, unshares the PID namespace and forks;
 //!   it then forwards signals to the container's PID 1, relays the terminal under `-t`
-//!   ([`tty`]), waits, removes the cgroups and exits with the container's code;
-//! * the container's **PID 1** ([`init`]) enters the other namespaces, joins the
-//!   cgroups, builds the root ([`mounts`]), sets the hostname and loopback, forks the
-//!   command and stays as its init, forwarding signals and reaping orphans;
-//! * the **command** ([`process`]) sets rlimits, credentials and capabilities and
+//!   (`tty`), waits, removes the cgroups and exits with the container's code;
+//! * the container's **PID 1** (`init`) enters the other namespaces, builds the root
+//!   (`mounts`), sets the hostname and loopback while the launcher moves it into the
+//!   cgroups, then forks the command and stays as its init, forwarding signals and
+//!   reaping orphans;
+//! * the **command** (`process`) sets rlimits, credentials and capabilities and
 //!   `execve`s.
 //!
 //! A failing step in either container process is reported over a close-on-exec pipe
-//! as the step and its errno ([`report`]); the launcher prints it as one line and exits
+//! as the step and its errno (`report`); the launcher prints it as one line and exits
 //! 125, 126 or 127 from it. It does not load a seccomp filter, join namespaces by path,
 //! make user namespaces or apply resource limits other than rlimits and the device
 //! rules.
@@ -86,6 +87,8 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(Step::Fork, "report pipe")?;
     let console = terminal.then(console_sockets).transpose()?;
+    let (joined_r, joined_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(Step::Fork, "cgroup pipe")?;
     let signals = forwarded_signals();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
         .step(Step::Fork, "signal mask")?;
@@ -99,20 +102,31 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
     #[allow(unsafe_code)]
     let child = match unsafe { nix::unistd::fork() }.step(Step::Fork, "container")? {
         ForkResult::Child => {
-            drop((signal_fd, report_r));
+            drop((signal_fd, report_r, joined_w));
             init::container_init(init::Setup {
                 spec: &spec,
                 rootfs: &rootfs,
                 bundle,
                 cgroups: &cgroups,
                 namespaces,
+                joined: joined_r,
                 console_socket: console.map(|(_, theirs)| theirs),
                 report: File::from(report_w),
             })
         }
         ForkResult::Parent { child } => child,
     };
-    drop(report_w);
+    drop((report_w, joined_r));
+    // The move into the cgroups waits for an RCU grace period (the kernel's threadgroup
+    // lock), the launcher's largest cost: it runs while PID 1 builds the root.
+    if let Err(f) = cgroups.add(child.as_raw()) {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(f);
+    }
+    // A PID 1 that failed first has closed its end; its report says why.
+    let _ = rustix::io::write(&joined_w, b"j");
+    drop(joined_w);
     let code = wait_for(child, &signal_fd, console);
     drop(cgroups);
     match report::Failure::receive(&mut File::from(report_r)) {
