@@ -389,8 +389,9 @@ fn a_terminal_with_t() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("store");
     // `script` gives rdpull a pty as its terminal, as a user's shell would.
+    // The terminal's settings before and after (raw mode while it runs, then restored).
     let rdpull_cmd = format!(
-        "{} --root {} --plain-http run --rm -t {REG}/debian:bookworm sh -c 'tty; echo TERM=$TERM; exit 3'",
+        "stty -g; {} --root {} --plain-http run --rm -t {REG}/debian:bookworm sh -c 'tty; echo TERM=$TERM; exit 3'; code=$?; stty -g; exit $code",
         env!("CARGO_BIN_EXE_rdpull"),
         root.display()
     );
@@ -402,5 +403,15 @@ fn a_terminal_with_t() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let out = stdout(&o).replace('\0', "");
     assert!(out.contains("/dev/pts/0\r\nTERM=xterm\r\n"), "{out:?}");
+    // `stty -g`: hex fields separated by colons.
+    let settings: Vec<&str> = out
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| {
+            l.matches(':').count() > 10 && l.chars().all(|c| c == ':' || c.is_ascii_hexdigit())
+        })
+        .collect();
+    assert_eq!(settings.len(), 2, "{out:?}");
+    assert_eq!(settings[0], settings[1], "the terminal is restored");
     assert_nothing_left(&root);
 }
