@@ -122,7 +122,8 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
     if let Err(f) = cgroups.add(child.as_raw()) {
         let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
-        return Err(f);
+        // A PID 1 that failed first is gone (ESRCH here): its report is the cause.
+        return Err(report::Failure::receive(&mut File::from(report_r)).unwrap_or(f));
     }
     // A PID 1 that failed first has closed its end; its report says why.
     let _ = rustix::io::write(&joined_w, b"j");
