@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = cli::parse(with_default_command(std::env::args_os().collect()));
+    let cli = cli::parse(with_default_command(args));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

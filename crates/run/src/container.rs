@@ -19,7 +19,7 @@ use rustix::fs::OFlags;
 use crate::bundle::{write_bundle, ContainerId};
 use crate::error::{RunError, SpecError};
 use crate::rootfs::RootDir;
-use crate::spec::{runtime_spec, RunOptions};
+use crate::spec::{command_candidates, runtime_spec, RunOptions};
 
 /// Label of a container's snapshot: the container's id.
 const CONTAINER_LABEL: &str = "rdpull.io/container";
@@ -346,7 +346,7 @@ fn check_command(rootfs: &Path, spec: &Spec) -> Result<(), RunError> {
     let Some(cmd) = args.first() else {
         return Err(RunError::Setup(SpecError::NoCommand));
     };
-    let candidates = candidates(cmd, &process);
+    let candidates = command_candidates(cmd, &process);
     let root = RootDir::open(rootfs).map_err(|source| RunError::Mount {
         path: rootfs.display().to_string(),
         source,
@@ -375,28 +375,4 @@ fn check_command(rootfs: &Path, spec: &Spec) -> Result<(), RunError> {
         }
         None => RunError::NotFound(format!("{cmd:?}: executable file not found in $PATH")),
     })
-}
-
-/// Where `execve` looks for `cmd`: a path as it is (relative to the working directory),
-/// a bare name in each directory of the process's `PATH`.
-fn candidates(cmd: &str, process: &oci_spec::runtime::Process) -> Vec<String> {
-    if cmd.contains('/') {
-        let cwd = process.cwd().to_string_lossy().into_owned();
-        vec![if cmd.starts_with('/') {
-            cmd.to_string()
-        } else {
-            format!("{cwd}/{cmd}")
-        }]
-    } else {
-        let env = process.env().clone().unwrap_or_default();
-        let path = env
-            .iter()
-            .find_map(|kv| kv.strip_prefix("PATH="))
-            .unwrap_or("")
-            .to_string();
-        path.split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| format!("{d}/{cmd}"))
-            .collect()
-    }
 }

@@ -259,6 +259,30 @@ fn mounts(read_only: bool) -> serde_json::Value {
     ])
 }
 
+/// Where `execve` looks for `cmd`: a path as it is (relative to the working directory),
+/// a bare name in each directory of the process's `PATH`.
+pub(crate) fn command_candidates(cmd: &str, process: &oci_spec::runtime::Process) -> Vec<String> {
+    if cmd.contains('/') {
+        let cwd = process.cwd().to_string_lossy().into_owned();
+        vec![if cmd.starts_with('/') {
+            cmd.to_string()
+        } else {
+            format!("{cwd}/{cmd}")
+        }]
+    } else {
+        let env = process.env().clone().unwrap_or_default();
+        let path = env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or("")
+            .to_string();
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{cmd}"))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

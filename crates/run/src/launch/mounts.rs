@@ -29,6 +29,34 @@ pub(crate) struct MountOptions {
     pub(crate) data: Vec<String>,
 }
 
+/// The options that are mount flags: each sets its flag, or (false) clears it.
+const FLAG_OPTIONS: &[(&str, MsFlags, bool)] = &[
+    ("ro", MsFlags::MS_RDONLY, true),
+    ("rw", MsFlags::MS_RDONLY, false),
+    ("nosuid", MsFlags::MS_NOSUID, true),
+    ("suid", MsFlags::MS_NOSUID, false),
+    ("nodev", MsFlags::MS_NODEV, true),
+    ("dev", MsFlags::MS_NODEV, false),
+    ("noexec", MsFlags::MS_NOEXEC, true),
+    ("exec", MsFlags::MS_NOEXEC, false),
+    ("sync", MsFlags::MS_SYNCHRONOUS, true),
+    ("async", MsFlags::MS_SYNCHRONOUS, false),
+    ("dirsync", MsFlags::MS_DIRSYNC, true),
+    ("mand", MsFlags::MS_MANDLOCK, true),
+    ("nomand", MsFlags::MS_MANDLOCK, false),
+    ("noatime", MsFlags::MS_NOATIME, true),
+    ("atime", MsFlags::MS_NOATIME, false),
+    ("nodiratime", MsFlags::MS_NODIRATIME, true),
+    ("diratime", MsFlags::MS_NODIRATIME, false),
+    ("relatime", MsFlags::MS_RELATIME, true),
+    ("norelatime", MsFlags::MS_RELATIME, false),
+    ("strictatime", MsFlags::MS_STRICTATIME, true),
+    ("nostrictatime", MsFlags::MS_STRICTATIME, false),
+    ("bind", MsFlags::MS_BIND, true),
+    ("rbind", MsFlags::MS_BIND.union(MsFlags::MS_REC), true),
+    ("remount", MsFlags::MS_REMOUNT, true),
+];
+
 impl MountOptions {
     pub(crate) fn parse(options: &[String]) -> MountOptions {
         let mut o = MountOptions {
@@ -37,40 +65,13 @@ impl MountOptions {
             data: Vec::new(),
         };
         for opt in options {
-            let (set, clear) = match opt.as_str() {
-                "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-                "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-                "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-                "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-                "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-                "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-                "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-                "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-                "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-                "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-                "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-                "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
-                "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
-                "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-                "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-                "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-                "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
-                "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-                "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
-                "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-                "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
-                "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-                "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-                "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
-                p => {
-                    match propagation(p) {
-                        Some(f) => o.propagation = f,
-                        None => o.data.push(p.to_string()),
-                    }
-                    continue;
-                }
-            };
-            o.flags = (o.flags | set) & !clear;
+            if let Some((_, flag, set)) = FLAG_OPTIONS.iter().find(|(name, ..)| name == opt) {
+                o.flags.set(*flag, *set);
+            } else if let Some(p) = propagation(opt) {
+                o.propagation = p;
+            } else {
+                o.data.push(opt.clone());
+            }
         }
         o
     }

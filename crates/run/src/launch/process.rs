@@ -19,6 +19,7 @@ use oci_spec::runtime::{LinuxCapabilities, PosixRlimit, Process};
 use rustix::process::{Resource, Rlimit};
 
 use super::report::{Context, Failure, Step};
+use crate::spec::command_candidates;
 
 /// Become the container's command. Never returns: on failure the report is sent and
 /// the process exits with the failure's code.
@@ -182,20 +183,8 @@ fn exec(process: &Process) -> Failure {
     let (Ok(argv), Ok(envp)) = (cstrings(&args), cstrings(&env)) else {
         return Failure::new(Step::Exec, cmd, Errno::EINVAL);
     };
-    let candidates: Vec<String> = if cmd.contains('/') {
-        vec![cmd.clone()]
-    } else {
-        let path = env
-            .iter()
-            .find_map(|kv| kv.strip_prefix("PATH="))
-            .unwrap_or("");
-        path.split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| format!("{d}/{cmd}"))
-            .collect()
-    };
     let mut seen = Errno::ENOENT;
-    for c in candidates {
+    for c in command_candidates(&cmd, process) {
         let Ok(path) = CString::new(c) else { continue };
         let Err(e) = nix::unistd::execve(&path, &argv, &envp);
         match e {
