@@ -3,8 +3,6 @@
 //! environment, capabilities, masked and read-only paths, a read-only rootfs, and the
 //! exit code. A bad user leaves no bundle behind.
 
-use std::process::Output;
-
 use super::*;
 
 /// What the container prints: identity, place, environment, and its confinement.
@@ -15,18 +13,7 @@ const PROBE: &str = "id; hostname; pwd; echo A=$A HOME=$HOME; cat /etc/hostname;
     touch /x 2>/dev/null || echo rootfs-ro; exit 42";
 
 fn bundle(root: &Path, dir: &Path, args: &[&str]) -> Output {
-    let image = format!("{REG}/debian:bookworm");
-    let mut all = vec!["--plain-http", "bundle"];
-    all.extend_from_slice(args);
-    all.extend([
-        image.as_str(),
-        dir.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        PROBE,
-    ]);
-    rdpull(root, &all)
+    debian_bundle(root, dir, args, &["sh", "-c", PROBE])
 }
 
 /// Run the bundle with `runtime` (`runc` or `crun`); stdout and exit code.

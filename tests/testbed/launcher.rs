@@ -72,7 +72,6 @@ fn the_builtin_launcher_matches_runc_for_a_matrix_of_options() {
     setup();
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("store");
-    let image = format!("{REG}/debian:bookworm");
     let matrix: &[(&str, &[&str])] = &[
         ("defaults", &[]),
         ("user-name", &["-u", "nobody", "--hostname", "h1"]),
@@ -92,11 +91,7 @@ fn the_builtin_launcher_matches_runc_for_a_matrix_of_options() {
         } else {
             &["sh", "-c", CHECKER]
         };
-        let mut all = vec!["--plain-http", "-q", "bundle"];
-        all.extend_from_slice(args);
-        all.extend([image.as_str(), dir.to_str().unwrap(), "--"]);
-        all.extend_from_slice(command);
-        ok(rdpull(&root, &all));
+        ok(debian_bundle(&root, &dir, args, command));
         let id = format!("rdpull-matrix-{name}-{}", std::process::id());
         let (runc, runc_code) = run_bundle("runc", &dir, &id);
         assert_eq!(runc_code, Some(42), "{name}: runc");
@@ -138,18 +133,7 @@ fn a_failed_step_is_one_line_with_its_exit_code_and_leaves_nothing() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("store");
     let dir = t.path().join("b");
-    let image = format!("{REG}/debian:bookworm");
-    let args = [
-        "--plain-http",
-        "-q",
-        "bundle",
-        &image,
-        dir.to_str().unwrap(),
-    ];
-    ok(rdpull(
-        &root,
-        &[&args[..], &["--", "/bad-interpreter"]].concat(),
-    ));
+    ok(debian_bundle(&root, &dir, &[], &["/bad-interpreter"]));
     // A script whose interpreter is missing: execve's ENOENT, reported by the command
     // process over the pipe, is 127.
     let script = dir.join("rootfs/bad-interpreter");
@@ -233,12 +217,7 @@ fn a_killed_launcher_takes_its_container_along_and_rm_removes_its_cgroups() {
             "echo ready; exec sleep 100",
         ],
     );
-    let dir = std::fs::read_dir(root.join("containers"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let dir = container_dir(&root).unwrap();
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("container.json")).unwrap()).unwrap();
     let id = record["id"].as_str().unwrap().to_string();

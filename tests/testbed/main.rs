@@ -34,7 +34,7 @@ use common::{
 use rdpull_testkit::skip_unless_root;
 use sha2::{Digest as _, Sha256};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 const REG: &str = "127.0.0.1:5000";
@@ -147,4 +147,25 @@ fn start_until_ready(
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line, "ready\n", "{args:?}");
     (child, out)
+}
+
+/// `rdpull bundle FLAGS debian:bookworm DIR -- COMMAND` on `root`.
+fn debian_bundle(root: &Path, dir: &Path, flags: &[&str], command: &[&str]) -> Output {
+    let image = format!("{REG}/debian:bookworm");
+    let mut all = vec!["--plain-http", "bundle"];
+    all.extend_from_slice(flags);
+    all.extend([image.as_str(), dir.to_str().unwrap(), "--"]);
+    all.extend_from_slice(command);
+    rdpull(root, &all)
+}
+
+/// The directory of the container in `root` (the only one), if there is one yet.
+fn container_dir(root: &Path) -> Option<std::path::PathBuf> {
+    Some(
+        std::fs::read_dir(root.join("containers"))
+            .ok()?
+            .next()?
+            .ok()?
+            .path(),
+    )
 }

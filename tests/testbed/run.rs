@@ -186,14 +186,10 @@ fn signal(pid: u32, sig: rustix::process::Signal) {
 /// The host pid of the container's process named `comm` (its cgroup is named for the
 /// container under every runtime here), once it has that name.
 fn container_process(root: &Path, comm: &str) -> u32 {
-    let id = std::fs::read_dir(root.join("containers"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name();
+    let dir = container_dir(root).unwrap();
+    let id = dir.file_name().unwrap();
     let procs = Path::new("/sys/fs/cgroup/pids")
-        .join(&id)
+        .join(id)
         .join("cgroup.procs");
     for _ in 0..100 {
         let found = std::fs::read_to_string(&procs)
@@ -322,11 +318,7 @@ fn a_killed_rdpull_leaves_no_mount_once_its_container_ends() {
     .unwrap();
     // Wait until the container runs, then kill rdpull outright.
     let record = || -> Option<serde_json::Value> {
-        let dir = std::fs::read_dir(root.join("containers"))
-            .ok()?
-            .next()?
-            .ok()?
-            .path();
+        let dir = container_dir(&root)?;
         serde_json::from_slice(&std::fs::read(dir.join("container.json")).ok()?).ok()
     };
     let mut runtime = None;
