@@ -238,6 +238,18 @@ pub(crate) enum Command {
         #[arg(long)]
         no_trunc: bool,
     },
+    /// Serve containerd's snapshots API on a unix socket, as a snapshotter proxy plugin
+    /// (`[proxy_plugins.rdpull]`). Layers that containerd's CRI labels with their image
+    /// are pulled by rdpull itself; images `rdpull pull` has are served without a second
+    /// download. Runs until SIGTERM or SIGINT.
+    Snapshotter {
+        /// The socket to listen on.
+        #[arg(long, default_value = "/run/rdpull/snapshotter.sock")]
+        address: PathBuf,
+        /// Group (name or id) allowed to connect; the socket is then mode 0660, else 0600.
+        #[arg(long, value_name = "GROUP")]
+        socket_group: Option<String>,
+    },
 }
 
 /// How `images` prints.

@@ -35,17 +35,25 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(code).unwrap_or(255));
         }
     }
+    let cli = cli::parse(with_default_command(args));
     // Errors reach the user as one line from main; libraries' own logging stays quiet
-    // unless RDPULL_LOG asks for it (e.g. RDPULL_LOG=debug).
+    // unless RDPULL_LOG asks for it (e.g. RDPULL_LOG=debug). The snapshotter daemon logs
+    // what it serves, pulls and falls back on.
     let filter = std::env::var("RDPULL_LOG").unwrap_or_else(|_| {
-        "off,rdpull=warn,rdpull_pipeline=warn,rdpull_fetch=warn,rdpull_unpack=warn,rdpull_snapshot=warn".into()
+        let level = match cli.command {
+            Command::Snapshotter { .. } => "info",
+            _ => "warn",
+        };
+        format!(
+            "off,rdpull={level},rdpull_pipeline=warn,rdpull_fetch=warn,rdpull_unpack=warn,\
+             rdpull_snapshot=warn,rdpull_containerd_snapshotter={level}"
+        )
     });
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = cli::parse(with_default_command(args));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -302,6 +310,17 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<ExitCode, BoxError>
         Command::Save { image, file } => {
             let image = find_images(&store, &image)?.remove(0);
             rdpull_pipeline::save_to_file(&store, &image, &file)?;
+        }
+        Command::Snapshotter {
+            address,
+            socket_group,
+        } => {
+            let options = rdpull_containerd_snapshotter::daemon::DaemonOptions {
+                address,
+                socket_group: socket_group.as_deref().map(options::group_id).transpose()?,
+                pull: options::pull(&g, cancel)?,
+            };
+            rdpull_containerd_snapshotter::daemon::serve(store, options).await?;
         }
         Command::History { image, no_trunc } => {
             let details = store.inspect(&find_images(&store, &image)?[0])?;

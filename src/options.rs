@@ -65,6 +65,7 @@ pub(crate) fn require_root(command: &Command) -> Result<(), BoxError> {
         Command::Rm { .. } => "rm",
         Command::Rmi { .. } => "rmi",
         Command::Prune => "prune",
+        Command::Snapshotter { .. } => "snapshotter",
         Command::Images { .. }
         | Command::Inspect { .. }
         | Command::History { .. }
@@ -107,4 +108,20 @@ pub(crate) fn run(args: &RunArgs, command: &[String]) -> RunOptions {
         },
         tty: args.tty,
     }
+}
+
+/// A group named by `--socket-group`: a numeric id, or a name from `/etc/group`.
+pub(crate) fn group_id(group: &str) -> Result<u32, BoxError> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group")?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?, f.nth(1)?))
+        })
+        .find(|(name, _)| *name == group)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .ok_or_else(|| format!("--socket-group {group}: no such group in /etc/group").into())
 }

@@ -47,7 +47,7 @@ pub struct PruneReport {
 }
 
 impl Store {
-    fn lease_lock(&self, op: FlockOperation) -> Result<File, StoreError> {
+    pub(crate) fn lease_lock(&self, op: FlockOperation) -> Result<File, StoreError> {
         lock_file(&self.root().join("lease.lock"), op)
     }
 
@@ -176,9 +176,9 @@ impl Store {
     }
 }
 
-/// The snapshots to keep: every image's chain, and the chains of active snapshots that
+/// The snapshots to keep: every image's chain, every pinned chain, and the chains of active snapshots that
 /// stay (their owner lives, or they have none).
-fn kept_snapshots(meta: &Metadata) -> BTreeSet<String> {
+pub(crate) fn kept_snapshots(meta: &Metadata) -> BTreeSet<String> {
     let snapshots = &meta.snapshots;
     let mut keep = BTreeSet::new();
     let mut roots: Vec<String> = meta
@@ -186,6 +186,7 @@ fn kept_snapshots(meta: &Metadata) -> BTreeSet<String> {
         .values()
         .filter_map(|i| i.top().map(|c| c.to_string()))
         .collect();
+    roots.extend(meta.pins.values().cloned());
     roots.extend(
         snapshots
             .values()

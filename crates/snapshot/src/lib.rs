@@ -8,7 +8,8 @@
 //! ([`Store::ingest`]), so that an interrupted pull continues where it stopped; and [`flatten`], which turns a chain of
 //! overlay-format snapshot directories into one plain rootfs; and the lifecycle of what
 //! it holds: removing image records, [`Store::prune`] of what no image or running pull
-//! (holding a [`Lease`]) uses, and [`Store::inspect`]. It does not fetch or unpack
+//! (holding a [`Lease`]) uses, [`Store::pin`] for holders outside the store (the
+//! containerd snapshotter), and [`Store::inspect`]. It does not fetch or unpack
 //! layers (though it keeps their blobs when asked, and exports an image as an OCI layout
 //! tar, [`Store::save`]); it gives the unpacker a directory and commits it when told to.
 
@@ -21,6 +22,7 @@ mod gc;
 mod images;
 mod ingest;
 pub mod owner;
+mod pin;
 mod record;
 mod store;
 mod writeback;

@@ -56,6 +56,10 @@ pub(crate) struct Metadata {
     pub snapshots: BTreeMap<String, Info>,
     #[serde(default)]
     pub images: BTreeMap<String, crate::record::ImageRecord>,
+    /// Committed snapshots kept for a holder outside the store (e.g. a containerd
+    /// snapshot that presents the layer): holder -> snapshot name.
+    #[serde(default)]
+    pub pins: BTreeMap<String, String>,
 }
 
 pub struct Store {
@@ -119,7 +123,7 @@ impl Store {
         })
     }
 
-    fn dir(&self, id: u64) -> PathBuf {
+    pub(crate) fn dir(&self, id: u64) -> PathBuf {
         self.root.join("snapshots").join(id.to_string())
     }
 

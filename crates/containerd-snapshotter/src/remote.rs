@@ -1,0 +1,283 @@
+//! The remote-snapshot path: containerd's Prepare of a layer that carries the CRI's image
+//! labels starts rdpull's own pull of the whole image, and each layer's Prepare is
+//! answered AlreadyExists once that layer is committed and presented under the name,
+//! parent and labels containerd will look it up by (the protocol stargz, SOCI and nydus
+//! use). Anything that keeps rdpull from helping falls back to containerd's own fetch
+//! and unpack: a reason is logged, the user's pull never fails because of it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdpull_fetch::{BlobDescriptor, Reference};
+use rdpull_pipeline::{pull, LayerState, PullOptions, Reporter};
+use rdpull_verify::Digest;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::snapshotter::Snapshotter;
+
+/// Labels containerd's CRI puts on each layer's Prepare
+/// (`snapshotters.AppendInfoHandlerWrapper`, with `disable_snapshot_annotations = false`).
+pub const CRI_IMAGE_REF: &str = "containerd.io/snapshot/cri.image-ref";
+pub const CRI_MANIFEST_DIGEST: &str = "containerd.io/snapshot/cri.manifest-digest";
+pub const CRI_LAYER_DIGEST: &str = "containerd.io/snapshot/cri.layer-digest";
+/// How long a finished pull's layers count as in flight for Cleanup: containerd asks for
+/// them right after, layer by layer.
+const FINISHED_PULL_GRACE: Duration = Duration::from_secs(120);
+
+/// What a Prepare should answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Provided {
+    /// The layer is a committed snapshot containerd will find: answer AlreadyExists.
+    Exists,
+    /// rdpull cannot provide it; create the active snapshot and let containerd unpack.
+    Fallback(String),
+}
+
+#[derive(Clone, Debug)]
+enum PullState {
+    /// Running; the counter moves each time a layer is committed.
+    Running(u64),
+    Done(Result<(), String>),
+}
+
+struct RemotePull {
+    state: watch::Receiver<PullState>,
+    /// The image's layers (ChainIDs), once the pull resolved them.
+    chain: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct RemotePulls {
+    sn: Arc<Snapshotter>,
+    options: PullOptions,
+    pulls: Arc<Mutex<HashMap<String, Arc<RemotePull>>>>,
+    tasks: TaskTracker,
+}
+
+impl RemotePulls {
+    /// Pulls run with `options` (registry access, parallelism); its cancel token stops
+    /// them all.
+    pub fn new(sn: Arc<Snapshotter>, options: PullOptions) -> RemotePulls {
+        RemotePulls {
+            sn,
+            options,
+            pulls: Arc::default(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Cancel the running pulls and wait for them to clean up.
+    pub async fn shutdown(&self) {
+        self.options.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Layers of pulls running or just finished, which Cleanup must not release.
+    pub fn in_flight(&self) -> HashSet<String> {
+        let pulls = self.pulls.lock().expect("pulls lock");
+        pulls
+            .values()
+            .flat_map(|p| p.chain.lock().expect("chain lock").clone())
+            .collect()
+    }
+
+    /// Provide the layer `target` (a ChainID) for a Prepare of `key` on `parent`.
+    pub async fn provide(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: &BTreeMap<String, String>,
+        target: &str,
+    ) -> Provided {
+        match self.try_provide(parent, labels, target).await {
+            Ok(()) => Provided::Exists,
+            Err(why) => {
+                tracing::info!("fallback: {key}: containerd unpacks layer {target} itself: {why}");
+                Provided::Fallback(why)
+            }
+        }
+    }
+
+    async fn try_provide(
+        &self,
+        parent: &str,
+        labels: &BTreeMap<String, String>,
+        target: &str,
+    ) -> Result<(), String> {
+        let store = self.sn.store().clone();
+        let t = target.to_string();
+        let committed = move || store.is_committed(&t).unwrap_or(false);
+        if !blocking(committed.clone()).await {
+            let reference = image_of(labels)?;
+            let pull = self.pull_for(reference);
+            let mut state = pull.state.clone();
+            loop {
+                if blocking(committed.clone()).await {
+                    break;
+                }
+                match state.borrow_and_update().clone() {
+                    PullState::Done(Err(e)) => return Err(e),
+                    PullState::Done(Ok(())) => {
+                        return Err(format!("layer {target} is not in the image rdpull pulled"))
+                    }
+                    PullState::Running(_) => {}
+                }
+                if state.changed().await.is_err() {
+                    return Err("the pull stopped".into());
+                }
+            }
+        }
+        let (sn, target, parent) = (self.sn.clone(), target.to_string(), parent.to_string());
+        let labels = labels.clone();
+        tokio::task::spawn_blocking(move || sn.adopt_layer(&target, &parent, labels))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// The pull of `reference`, started unless one is running or just finished.
+    fn pull_for(&self, reference: Reference) -> Arc<RemotePull> {
+        let key = reference.to_string();
+        let mut pulls = self.pulls.lock().expect("pulls lock");
+        if let Some(p) = pulls.get(&key) {
+            return p.clone();
+        }
+        let (tx, rx) = watch::channel(PullState::Running(0));
+        let chain = Arc::new(Mutex::new(Vec::new()));
+        let entry = Arc::new(RemotePull {
+            state: rx,
+            chain: chain.clone(),
+        });
+        pulls.insert(key.clone(), entry.clone());
+        let job = PullJob {
+            sn: self.sn.clone(),
+            options: self.options.clone(),
+            reference,
+            tx,
+            chain,
+        };
+        let (pulls, cancel) = (self.pulls.clone(), self.options.cancel.clone());
+        self.tasks.spawn(async move {
+            job.run().await;
+            // Kept a while, so that containerd's next Prepares and Cleanup see it.
+            tokio::select! {
+                () = tokio::time::sleep(FINISHED_PULL_GRACE) => {}
+                () = cancel.cancelled() => {}
+            }
+            pulls.lock().expect("pulls lock").remove(&key);
+        });
+        entry
+    }
+}
+
+/// The image a layer's labels name: the CRI's reference at the manifest digest it
+/// resolved, so that rdpull pulls exactly the manifest containerd is unpacking.
+fn image_of(labels: &BTreeMap<String, String>) -> Result<Reference, String> {
+    let get = |name: &str| {
+        labels
+            .get(name)
+            .ok_or_else(|| format!("no {name} label (CRI's disable_snapshot_annotations = false sets it)"))
+    };
+    let image: Reference = get(CRI_IMAGE_REF)?
+        .parse()
+        .map_err(|e| format!("{CRI_IMAGE_REF}: {e}"))?;
+    let manifest: Digest = get(CRI_MANIFEST_DIGEST)?
+        .parse()
+        .map_err(|e| format!("{CRI_MANIFEST_DIGEST}: {e}"))?;
+    Ok(image.with_digest(manifest))
+}
+
+async fn blocking(f: impl FnOnce() -> bool + Send + 'static) -> bool {
+    tokio::task::spawn_blocking(f).await.unwrap_or(false)
+}
+
+/// One remote pull and what it tells the Prepares waiting on it.
+struct PullJob {
+    sn: Arc<Snapshotter>,
+    options: PullOptions,
+    reference: Reference,
+    tx: watch::Sender<PullState>,
+    chain: Arc<Mutex<Vec<String>>>,
+}
+
+impl PullJob {
+    async fn run(self) {
+        let t0 = Instant::now();
+        let store = self.sn.store().clone();
+        let name = self.reference.to_string();
+        let recorded_before = store.image(&name).is_ok();
+        let progress = Arc::new(Progress {
+            tx: self.tx.clone(),
+            bytes: Mutex::new(Vec::new()),
+        });
+        let pulled = pull(store.clone(), &self.reference, &self.options, progress.clone()).await;
+        let result = match pulled {
+            Ok(outcome) => {
+                let chain: Vec<String> = outcome.image.chain.iter().map(ToString::to_string).collect();
+                self.chain.lock().expect("chain lock").clone_from(&chain);
+                let (sn, name2) = (self.sn.clone(), name.clone());
+                // Every layer is pinned for containerd before the image record this pull
+                // made goes: containerd, not `rdpull images`, owns this image.
+                let kept = tokio::task::spawn_blocking(move || {
+                    for layer in &chain {
+                        sn.pin_layer(layer)?;
+                    }
+                    if !recorded_before {
+                        sn.store().remove_image(&name2)?;
+                    }
+                    Ok::<_, crate::SnapshotterError>(())
+                })
+                .await;
+                let bytes: u64 = progress.bytes.lock().expect("bytes lock").iter().sum();
+                tracing::info!(
+                    "remote pull: {name}: {} layers ({} fetched), {bytes} bytes in {} ms",
+                    outcome.image.layers.len(),
+                    outcome.fetched_layers,
+                    t0.elapsed().as_millis()
+                );
+                match kept {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => {
+                let msg = rdpull_fetch::with_causes(e.to_string(), std::error::Error::source(&e));
+                tracing::warn!("remote pull: {name}: failed after {} ms: {msg}", t0.elapsed().as_millis());
+                Err(format!("rdpull's pull failed: {msg}"))
+            }
+        };
+        self.tx.send_replace(PullState::Done(result));
+    }
+}
+
+/// Wakes the waiting Prepares at each committed layer, and counts bytes for the log.
+struct Progress {
+    tx: watch::Sender<PullState>,
+    bytes: Mutex<Vec<u64>>,
+}
+
+impl Reporter for Progress {
+    fn started(&self, _reference: &Reference, layers: &[BlobDescriptor]) {
+        *self.bytes.lock().expect("bytes lock") = vec![0; layers.len()];
+    }
+
+    fn layer(&self, _index: usize, state: LayerState) {
+        if matches!(state, LayerState::Complete | LayerState::AlreadyExists) {
+            self.tx.send_modify(|s| {
+                if let PullState::Running(n) = s {
+                    *n += 1;
+                }
+            });
+        }
+    }
+
+    fn bytes(&self, index: usize, received: u64) {
+        if let Some(b) = self.bytes.lock().expect("bytes lock").get_mut(index) {
+            *b = (*b).max(received);
+        }
+    }
+}
