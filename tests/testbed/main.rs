@@ -20,6 +20,7 @@ mod common;
 
 mod bundle;
 mod conformance;
+mod containerd;
 mod crosslayer;
 mod launcher;
 mod lifecycle;

@@ -3,6 +3,7 @@
 //! [`registry::FakeRegistry`], an in-process registry that misbehaves on request, and
 //! the way to the shared testbed's scripts ([`testbed`]).
 
+pub mod cri;
 pub mod registry;
 pub mod testbed;
 

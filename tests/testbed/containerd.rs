@@ -1,0 +1,350 @@
+//! containerd 1.6.20 with `rdpull snapshotter` as its proxy snapshotter, a private
+//! instance per test (scripts/containerd-rdpull: own root, state and socket, CRI on with
+//! `disable_snapshot_annotations = false`), against the testbed registry: the plain path
+//! (containerd unpacks into rdpull's snapshots), the remote path (a CRI PullImage that
+//! rdpull pulls and containerd fetches no layer of), the fallback, containerd's GC beside
+//! `rdpull pull`'s images, and a daemon killed mid pull.
+
+use std::path::PathBuf;
+
+use super::*;
+use crate::common::wait_until;
+
+/// One private containerd at a time: they are heavy, and the registry log is counted.
+static CONTAINERD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/containerd-rdpull")
+}
+
+/// A private containerd and its rdpull snapshotter, stopped (by their own pids) on drop.
+struct Containerd {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Containerd {
+    /// Up with rdpull's store at `root`, the daemon given the testbed's hosts dir (CA of
+    /// the TLS registries) and no credentials.
+    fn up(root: &Path) -> Containerd {
+        let t = tempfile::Builder::new()
+            .prefix("rdpull-containerd-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let c = Containerd {
+            dir: t.path().to_path_buf(),
+            _dir: t,
+        };
+        c.start(root);
+        c
+    }
+
+    fn start(&self, root: &Path) {
+        let hosts = testbed_dir().join("certs.d");
+        let o = Command::new(script())
+            .args(["up", self.dir.to_str().unwrap()])
+            .env("RDPULL_BIN", env!("CARGO_BIN_EXE_rdpull"))
+            .env("RDPULL_ROOT", root)
+            .env("RDPULL_ARGS", format!("--hosts-dir {}", hosts.display()))
+            .env("CONTAINERD_HOSTS", &hosts)
+            .env("DOCKER_CONFIG", "/nonexistent/rdpull-tests")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "containerd-rdpull up: {}", stderr(&o));
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("-a")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn daemon_pid(&self) -> i32 {
+        std::fs::read_to_string(self.dir.join("rdpull.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rdpull.log")).unwrap_or_default()
+    }
+
+    /// Committed snapshots of namespace `ns` in rdpull's snapshotter, and the top one
+    /// (the committed snapshot no other is built on; one image per namespace).
+    fn top_snapshot(&self, ns: &str) -> String {
+        let out = stdout(&ok(self.ctr(&["-n", ns, "snapshots", "--snapshotter", "rdpull", "ls"])));
+        let rows: Vec<Vec<&str>> = out.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+        let parents: Vec<&str> = rows.iter().filter(|r| r.len() == 3).map(|r| r[1]).collect();
+        let tops: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.last() == Some(&"Committed") && !parents.contains(&r[0]))
+            .map(|r| r[0])
+            .collect();
+        assert_eq!(tops.len(), 1, "one top snapshot in {ns}: {out}");
+        tops[0].to_string()
+    }
+
+    /// The tree of a read-only View of `parent` made and mounted through `snapshotter`'s
+    /// own Mounts (not `ctr images mount`, which in 1.6 mounts overlayfs' copy).
+    fn view_tree(&self, ns: &str, snapshotter: &str, parent: &str) -> String {
+        let key = format!("view-{}", parent.len() + ns.len());
+        let out = stdout(&ok(self.ctr(&[
+            "-n", ns, "snapshots", "--snapshotter", snapshotter, "view", "--mounts", &key, parent,
+        ])));
+        let mounts: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let m = &mounts[0];
+        let target = tempfile::tempdir().unwrap();
+        let opts: Vec<&str> = m["Options"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
+        let kind = m["Type"].as_str().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", if kind == "bind" { "none" } else { kind }])
+            .args(["-o", &opts.join(",")])
+            .arg(m["Source"].as_str().unwrap())
+            .arg(target.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount {m}");
+        let tree = tree_manifest(target.path());
+        Command::new("umount").arg(target.path()).status().unwrap();
+        // ctr's lease on the view ended with its command: containerd's GC may have
+        // collected it already.
+        let rm = self.ctr(&["-n", ns, "snapshots", "--snapshotter", snapshotter, "rm", &key]);
+        assert!(rm.status.success() || stderr(&rm).contains("not found"), "{}", stderr(&rm));
+        tree
+    }
+
+    fn cri_pull(&self, image: &str) -> Result<String, String> {
+        rdpull_testkit::cri::pull_image(&self.socket(), image, None).map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).args(["down", self.dir.to_str().unwrap()]).status();
+    }
+}
+
+/// Layer blob digests of `image` in the testbed registry.
+fn layers(image: &str) -> Vec<String> {
+    let o = ok(Command::new("python3")
+        .arg(testbed().join("regtool.py"))
+        .args(["layers", &format!("{REG}/{image}")])
+        .output()
+        .unwrap());
+    stdout(&o).lines().map(|l| l.split_whitespace().next().unwrap().to_string()).collect()
+}
+
+/// GETs of `repo`'s blob `digest` in access-log lines `log`, by user agent prefix.
+fn blob_gets(log: &[String], repo: &str, digest: &str, agent: &str) -> usize {
+    let path = format!("\"GET /v2/{repo}/blobs/{digest} ");
+    let agent = format!("\"{agent}");
+    log.iter().filter(|l| l.contains(&path) && l.contains(&agent)).count()
+}
+
+fn registry_log() -> PathBuf {
+    testbed_dir().join("registry/http.log")
+}
+
+fn log_len() -> usize {
+    log_since(&registry_log(), 0).len()
+}
+
+/// `ctr images pull --snapshotter rdpull`: containerd unpacks into rdpull's snapshots,
+/// and a View mounted through rdpull's Mounts lists as umoci's unpack does (debian,
+/// multi) or as containerd's own overlayfs snapshotter does (the edge images).
+#[test]
+fn plain_path_views_equal_umoci_and_overlayfs() {
+    skip_unless_root!();
+    setup();
+    let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let c = Containerd::up(&t.path().join("store"));
+    for (image, want) in [("debian:bookworm", "debian_bookworm"), ("multi:latest", "multi_latest")] {
+        let ns = want.replace('_', "-");
+        let r = format!("{REG}/{image}");
+        ok(c.ctr(&["-n", &ns, "images", "pull", "--plain-http", "--snapshotter", "rdpull", &r]));
+        let top = c.top_snapshot(&ns);
+        assert_same(&c.view_tree(&ns, "rdpull", &top), &expected(want), image);
+    }
+    for tag in ["gnu-sparse", "umoci-dir2file", "wh-then-readd", "wh-after-readd"] {
+        let r = format!("{REG}/edge:{tag}");
+        let ns = format!("edge-{tag}");
+        let pull = |sn: &str| c.ctr(&["-n", &ns, "images", "pull", "--plain-http", "--snapshotter", sn, &r]);
+        // Where containerd's applier refuses a layer, it does so into either snapshotter.
+        let theirs = pull("overlayfs");
+        let ours = pull("rdpull");
+        assert_eq!(ours.status.success(), theirs.status.success(), "edge:{tag}: {}", stderr(&ours));
+        if !theirs.status.success() {
+            continue;
+        }
+        let top = c.top_snapshot(&ns);
+        // containerd names committed snapshots by ChainID in both snapshotters.
+        let ours = c.view_tree(&ns, "rdpull", &top);
+        let theirs = c.view_tree(&ns, "overlayfs", &top);
+        assert_same(&ours, &theirs, &format!("edge:{tag}"));
+    }
+}
+
+/// A CRI PullImage with rdpull as the CRI's snapshotter: rdpull pulls every layer,
+/// containerd's user agent GETs none, the image runs through the proxy's mounts, and
+/// the daemon logs one line for the pull.
+#[test]
+fn remote_path_skips_containerds_layer_fetch() {
+    skip_unless_root!();
+    setup();
+    let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = DEBIAN_REPO.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let c = Containerd::up(&t.path().join("store"));
+    for (repo, image) in [("debian", "debian:bookworm"), ("multi", "multi:latest")] {
+        let before = log_len();
+        let r = format!("{REG}/{image}");
+        let image_ref = c.cri_pull(&r).unwrap();
+        assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+        let log = log_since(&registry_log(), before);
+        for layer in layers(image) {
+            assert_eq!(blob_gets(&log, repo, &layer, "containerd"), 0, "containerd fetched {layer}");
+            assert!(blob_gets(&log, repo, &layer, "rdpull") >= 1, "rdpull did not fetch {layer}");
+        }
+        assert!(
+            c.daemon_log().contains(&format!("remote pull: {REG}/{repo}@sha256:")),
+            "{}",
+            c.daemon_log()
+        );
+        assert!(!c.daemon_log().contains("fallback"), "{}", c.daemon_log());
+    }
+    // The snapshots containerd recorded are rdpull's, named by ChainID.
+    let names = stdout(&ok(c.ctr(&["-n", "k8s.io", "snapshots", "--snapshotter", "rdpull", "ls"])));
+    assert_eq!(names.lines().count(), 1 + 1 + layers("multi:latest").len(), "{names}");
+    assert!(names.lines().skip(1).all(|l| l.starts_with("sha256:")), "{names}");
+    let run = ok(c.ctr(&[
+        "-n", "k8s.io", "run", "--rm", "--snapshotter", "rdpull",
+        &format!("{REG}/debian:bookworm"), "remote-path", "cat", "/etc/os-release",
+    ]));
+    assert!(stdout(&run).contains("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\""), "{}", stdout(&run));
+    // Images the daemon pulled belong to containerd: `rdpull images` does not list them.
+    let images = stdout(&ok(rdpull(&t.path().join("store"), &["images", "-q"])));
+    assert_eq!(images, "");
+}
+
+/// A registry only containerd has credentials for: rdpull's pull fails on auth, the
+/// daemon logs why, and containerd pulls the layers itself; the user's pull succeeds.
+#[test]
+fn fallback_when_rdpull_cannot_pull() {
+    skip_unless_root!();
+    setup();
+    let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let c = Containerd::up(&t.path().join("store"));
+    let image = "127.0.0.1:5443/debian:bookworm";
+    let auth = rdpull_testkit::cri::AuthConfig {
+        username: "rdpull".into(),
+        password: "rdpull".into(),
+        ..Default::default()
+    };
+    let image_ref = rdpull_testkit::cri::pull_image(&c.socket(), image, Some(auth)).unwrap();
+    assert!(image_ref.starts_with("sha256:"));
+    let log = c.daemon_log();
+    assert!(log.contains("remote pull: 127.0.0.1:5443/debian@sha256:"), "{log}");
+    assert!(log.contains(": failed after "), "{log}");
+    assert!(
+        log.contains("fallback: k8s.io/") && log.contains("itself: rdpull's pull failed: "),
+        "{log}"
+    );
+    let run = ok(c.ctr(&[
+        "-n", "k8s.io", "run", "--rm", "--snapshotter", "rdpull", image, "fallback", "cat", "/etc/debian_version",
+    ]));
+    assert!(stdout(&run).starts_with("12."), "{}", stdout(&run));
+}
+
+/// containerd's GC removes the snapshots containerd created and releases the layers it
+/// was lent, and leaves `rdpull pull`'s image, which it was served without a download.
+#[test]
+fn containerd_gc_leaves_rdpull_images() {
+    skip_unless_root!();
+    setup();
+    let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let multi = format!("{REG}/multi:latest");
+    ok(rdpull(&store, &["pull", &multi]));
+    let want = stdout(&ok(rdpull(&store, &["images", "-q"])));
+    let c = Containerd::up(&store);
+    // CRI pull of the image rdpull has: no layer is fetched again.
+    let before = log_len();
+    c.cri_pull(&multi).unwrap();
+    let log = log_since(&registry_log(), before);
+    for layer in layers("multi:latest") {
+        assert_eq!(blob_gets(&log, "multi", &layer, ""), 0, "{layer} fetched again");
+    }
+    // And a plain ctr pull that containerd unpacks into snapshots of its own.
+    let debian = format!("{REG}/debian:bookworm");
+    ok(c.ctr(&["-n", "gc", "images", "pull", "--plain-http", "--snapshotter", "rdpull", &debian]));
+    assert!(!c.top_snapshot("gc").is_empty());
+    // CRI removes every name of its image (tag, digest) as kubelet's image GC does.
+    rdpull_testkit::cri::remove_image(&c.socket(), &multi).unwrap();
+    ok(c.ctr(&["-n", "gc", "images", "rm", "--sync", &debian]));
+    for ns in ["k8s.io", "gc"] {
+        wait_until(&format!("containerd's GC of namespace {ns}"), 30, || {
+            let left = stdout(&ok(c.ctr(&["-n", ns, "snapshots", "--snapshotter", "rdpull", "ls"])));
+            left.lines().count() == 1
+        });
+    }
+    // containerd's own directories are gone; rdpull's image is whole.
+    let own = std::fs::read_dir(store.join("containerd/snapshots")).unwrap().count();
+    assert_eq!(own, 0);
+    assert_eq!(stdout(&ok(rdpull(&store, &["images", "-q"]))), want);
+    let dir = t.path().join("rootfs");
+    ok(rdpull(&store, &["unpack", &multi, dir.to_str().unwrap()]));
+    assert_same(&tree_manifest(&dir), &expected("multi_latest"), "multi after containerd's GC");
+}
+
+/// The daemon killed with SIGKILL in the middle of a remote pull: that pull fails, the
+/// restarted daemon serves containerd's next pull, and nothing half-done is left.
+#[test]
+fn daemon_killed_mid_remote_pull() {
+    skip_unless_root!();
+    setup();
+    let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let c = Containerd::up(&store);
+    let image = format!("{REG}/debian:bookworm");
+    let socket = c.socket();
+    let image2 = image.clone();
+    let pulling = std::thread::spawn(move || rdpull_testkit::cri::pull_image(&socket, &image2, None).map_err(|e| e.to_string()));
+    // Killed once rdpull's pull has an active snapshot to leave behind.
+    wait_until("an active snapshot in rdpull's store", 60, || {
+        std::fs::read_dir(store.join("snapshots")).map(|d| d.count() > 0).unwrap_or(false)
+    });
+    let pid = c.daemon_pid();
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let first = pulling.join().unwrap();
+    assert!(first.is_err(), "the pull through the killed daemon: {first:?}");
+    c.start(&store);
+    // containerd's gRPC client reconnects with a backoff: retried as kubelet retries.
+    let mut second = c.cri_pull(&image);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while second.is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        second = c.cri_pull(&image);
+    }
+    assert!(second.is_ok(), "after the restart: {second:?}");
+    let top = c.top_snapshot("k8s.io");
+    assert_same(&c.view_tree("k8s.io", "rdpull", &top), &expected("debian_bookworm"), "after kill -9");
+    let (_, active) = snapshots(&store);
+    assert!(
+        active.is_empty(),
+        "active snapshots left: {active:?}: {}",
+        std::fs::read_to_string(store.join("metadata.json")).unwrap()
+    );
+}
