@@ -22,7 +22,7 @@ pub fn owner_gone(info: &Info) -> bool {
 }
 
 /// Is the process an owner label names still running (the same process, not a reuse of
-/// its pid)?
+/// its pid, and not a zombie: a killed pull whose parent has not reaped it is gone)?
 pub fn owner_alive(owner: &str) -> bool {
     let Some((pid, start)) = owner.split_once(':') else {
         return false;
@@ -34,7 +34,11 @@ fn start_time(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Field 22, counted after the parenthesised command name (which may hold spaces).
     let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(19).map(str::to_string)
+    let mut fields = after.split(' ');
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18).map(str::to_string)
 }
 
 #[cfg(test)]
@@ -48,5 +52,27 @@ mod tests {
         let pid = me.split_once(':').unwrap().0;
         assert!(!owner_alive(&format!("{pid}:1")));
         assert!(!owner_alive("not-a-label"));
+    }
+
+    #[test]
+    fn a_zombie_is_gone() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let start = start_time_of_zombie(pid);
+        assert!(!owner_alive(&format!("{pid}:{start}")));
+        child.wait().unwrap();
+    }
+
+    /// The start time of `pid` once it has exited and is not reaped yet.
+    fn start_time_of_zombie(pid: u32) -> String {
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let fields: Vec<&str> = after.split(' ').collect();
+            if fields[0] == "Z" {
+                return fields[19].to_string();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }
