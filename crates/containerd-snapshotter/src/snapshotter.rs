@@ -498,3 +498,179 @@ fn make_dirs(dir: &Path, parent_fs: Option<&Path>) -> Result<(), SnapshotterErro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Snapshotter) {
+        let t = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(t.path()).unwrap());
+        (t, Snapshotter::open(store).unwrap())
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// A committed snapshot `name` on `parent` with one file.
+    fn layer(sn: &Snapshotter, name: &str, parent: &str) {
+        let key = format!("ns/1/extract {name}");
+        sn.create(Kind::Active, &key, parent, BTreeMap::new()).unwrap();
+        let fs = sn.fs_dir(&sn.stat(&key).unwrap());
+        std::fs::write(fs.join(name.replace('/', "_")), name).unwrap();
+        sn.commit(name, &key, BTreeMap::new(), "").unwrap();
+    }
+
+    fn option<'a>(m: &'a Mount, prefix: &str) -> &'a str {
+        m.options.iter().find_map(|o| o.strip_prefix(prefix)).unwrap()
+    }
+
+    #[test]
+    fn mounts_are_built_as_containerds_overlayfs_snapshotter_builds_them() {
+        let (_t, sn) = open();
+        let m = sn.create(Kind::Active, "a", "", BTreeMap::new()).unwrap();
+        assert_eq!((m[0].kind.as_str(), m[0].options.clone()), ("bind", vec!["rw".into(), "rbind".into()]));
+        sn.commit("A", "a", BTreeMap::new(), "").unwrap();
+        let v = sn.create(Kind::View, "v1", "A", BTreeMap::new()).unwrap();
+        let a_fs = sn.fs_dir(&sn.stat("A").unwrap()).display().to_string();
+        assert_eq!((v[0].kind.as_str(), v[0].source.as_str()), ("bind", a_fs.as_str()));
+        assert_eq!(v[0].options, vec!["ro".to_string(), "rbind".into()]);
+        layer(&sn, "B", "A");
+        let b_fs = sn.fs_dir(&sn.stat("B").unwrap()).display().to_string();
+        let v = sn.create(Kind::View, "v2", "B", BTreeMap::new()).unwrap();
+        assert_eq!(v[0].kind, "overlay");
+        assert_eq!(option(&v[0], "lowerdir="), format!("{b_fs}:{a_fs}"));
+        assert!(!v[0].options.iter().any(|o| o.starts_with("upperdir=")));
+        let p = sn.create(Kind::Active, "c", "B", BTreeMap::new()).unwrap();
+        let c = sn.stat("c").unwrap();
+        assert_eq!(option(&p[0], "upperdir="), sn.fs_dir(&c).display().to_string());
+        assert!(option(&p[0], "workdir=").ends_with("/work"));
+        assert_eq!(option(&p[0], "lowerdir="), format!("{b_fs}:{a_fs}"));
+        assert_eq!(sn.mounts("c").unwrap(), p);
+    }
+
+    #[test]
+    fn refusals_carry_containerds_error_kinds() {
+        let (_t, sn) = open();
+        let code = |e: SnapshotterError| (e.code(), e.to_string());
+        sn.create(Kind::Active, "a", "", BTreeMap::new()).unwrap();
+        assert_eq!(
+            code(sn.create(Kind::Active, "a", "", BTreeMap::new()).unwrap_err()),
+            (tonic::Code::AlreadyExists, "snapshot a: already exists".into())
+        );
+        assert_eq!(
+            code(sn.create(Kind::Active, "b", "a", BTreeMap::new()).unwrap_err()),
+            (tonic::Code::InvalidArgument, "parent a is not a committed snapshot".into())
+        );
+        assert_eq!(
+            code(sn.create(Kind::View, "b", "nope", BTreeMap::new()).unwrap_err()),
+            (tonic::Code::NotFound, "snapshot nope: not found".into())
+        );
+        sn.commit("A", "a", BTreeMap::new(), "").unwrap();
+        assert_eq!(
+            code(sn.commit("A2", "A", BTreeMap::new(), "").unwrap_err()),
+            (
+                tonic::Code::FailedPrecondition,
+                "snapshot A: is a committed snapshot, not an active one".into()
+            )
+        );
+        sn.create(Kind::Active, "b", "A", BTreeMap::new()).unwrap();
+        assert_eq!(
+            code(sn.remove("A").unwrap_err()),
+            (
+                tonic::Code::FailedPrecondition,
+                "snapshot A: cannot remove a snapshot with children".into()
+            )
+        );
+        assert_eq!(
+            code(sn.commit("B", "b", BTreeMap::new(), "X").unwrap_err()),
+            (
+                tonic::Code::InvalidArgument,
+                "snapshot b: cannot change its parent A to X on commit".into()
+            )
+        );
+        // The failed commit changed nothing.
+        assert_eq!(sn.stat("b").unwrap().kind, Kind::Active);
+        assert_eq!(
+            code(sn.update("A", BTreeMap::new(), &["parent".into()]).unwrap_err()),
+            (tonic::Code::InvalidArgument, "snapshot A: cannot update field \"parent\"".into())
+        );
+        sn.remove("b").unwrap();
+        sn.remove("A").unwrap();
+        assert_eq!(code(sn.remove("A").unwrap_err()).0, tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn commit_records_usage_and_a_parent_for_a_snapshot_without_one() {
+        let (_t, sn) = open();
+        layer(&sn, "A", "");
+        sn.create(Kind::Active, "b", "", BTreeMap::new()).unwrap();
+        let fs = sn.fs_dir(&sn.stat("b").unwrap());
+        std::fs::write(fs.join("f"), vec![1u8; 10_000]).unwrap();
+        let live = sn.usage("b").unwrap();
+        assert_eq!(live.inodes, 2);
+        sn.commit("B", "b", labels(&[("l", "1")]), "A").unwrap();
+        let b = sn.stat("B").unwrap();
+        assert_eq!((b.parent.as_str(), b.labels, b.usage), ("A", labels(&[("l", "1")]), live));
+        // Recorded: a change on disk after the commit does not show.
+        std::fs::write(fs.join("g"), b"x").unwrap();
+        assert_eq!(sn.usage("B").unwrap(), live);
+        let u = sn.update("B", labels(&[("m", "2")]), &["labels.m".into()]).unwrap();
+        assert_eq!(u.labels, labels(&[("l", "1"), ("m", "2")]));
+        let u = sn.update("B", labels(&[("n", "3")]), &[]).unwrap();
+        assert_eq!((u.labels, u.created), (labels(&[("n", "3")]), b.created));
+        assert!(u.updated > b.updated);
+    }
+
+    #[test]
+    fn layers_of_rdpulls_store_are_presented_on_the_parent_containerd_names() {
+        let (_t, sn) = open();
+        let store = sn.store().clone();
+        for (key, name, parent) in [("a", "sha256:aa", None), ("b", "sha256:bb", Some("sha256:aa"))] {
+            store.prepare(key, parent, BTreeMap::new()).unwrap();
+            store.commit(name, key, BTreeMap::new()).unwrap();
+        }
+        let cri = labels(&[("containerd.io/snapshot/cri.layer-digest", "sha256:1")]);
+        assert!(sn.adopt_layer("sha256:aa", "", cri.clone()).unwrap());
+        assert!(!sn.adopt_layer("sha256:aa", "", cri.clone()).unwrap());
+        let a = sn.stat("sha256:aa").unwrap();
+        assert_eq!(a.labels[SNAPSHOT_REF_LABEL], "sha256:aa");
+        assert_eq!(sn.fs_dir(&a), store.fs_path(&store.stat("sha256:aa").unwrap()));
+        // The parent containerd names must present the layer's own parent.
+        let e = sn.adopt_layer("sha256:bb", "", BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "snapshot sha256:bb: parent \"\" does not present layer \"sha256:aa\""
+        );
+        // A parent containerd unpacked itself is known by its backend name's ChainID.
+        sn.create(Kind::Active, "k8s.io/7/extract", "", BTreeMap::new()).unwrap();
+        sn.commit("k8s.io/8/sha256:aa", "k8s.io/7/extract", BTreeMap::new(), "").unwrap();
+        assert!(sn.adopt_layer("sha256:bb", "k8s.io/8/sha256:aa", BTreeMap::new()).unwrap());
+        assert_eq!(sn.stat("sha256:bb").unwrap().parent, "k8s.io/8/sha256:aa");
+        // Pinned in rdpull's store; removing the snapshot releases the layer.
+        assert!(store.prune().unwrap().snapshots.is_empty());
+        sn.remove("sha256:bb").unwrap();
+        assert!(store.stat("sha256:bb").is_err());
+        assert!(store.stat("sha256:aa").is_ok());
+    }
+
+    #[test]
+    fn cleanup_removes_unknown_directories_and_released_pins() {
+        let (_t, sn) = open();
+        layer(&sn, "A", "");
+        let stray = sn.own_dir(sn.next_id.fetch_add(1, Ordering::Relaxed));
+        std::fs::create_dir_all(stray.join("fs")).unwrap();
+        let store = sn.store().clone();
+        store.prepare("x", None, BTreeMap::new()).unwrap();
+        store.commit("sha256:xx", "x", BTreeMap::new()).unwrap();
+        sn.pin_layer("sha256:xx").unwrap();
+        sn.cleanup(&HashSet::from(["sha256:xx".to_string()])).unwrap();
+        assert!(!stray.exists());
+        assert_eq!(store.pins().unwrap().len(), 1, "a pull in flight keeps its pins");
+        sn.cleanup(&HashSet::new()).unwrap();
+        assert!(store.pins().unwrap().is_empty());
+        assert!(store.stat("sha256:xx").is_err());
+        assert!(sn.fs_dir(&sn.stat("A").unwrap()).join("A").exists());
+    }
+}
