@@ -81,8 +81,19 @@ impl Containerd {
     /// Committed snapshots of namespace `ns` in rdpull's snapshotter, and the top one
     /// (the committed snapshot no other is built on; one image per namespace).
     fn top_snapshot(&self, ns: &str) -> String {
-        let out = stdout(&ok(self.ctr(&["-n", ns, "snapshots", "--snapshotter", "rdpull", "ls"])));
-        let rows: Vec<Vec<&str>> = out.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+        let out = stdout(&ok(self.ctr(&[
+            "-n",
+            ns,
+            "snapshots",
+            "--snapshotter",
+            "rdpull",
+            "ls",
+        ])));
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
         let parents: Vec<&str> = rows.iter().filter(|r| r.len() == 3).map(|r| r[1]).collect();
         let tops: Vec<&str> = rows
             .iter()
@@ -98,12 +109,25 @@ impl Containerd {
     fn view_tree(&self, ns: &str, snapshotter: &str, parent: &str) -> String {
         let key = format!("view-{}", parent.len() + ns.len());
         let out = stdout(&ok(self.ctr(&[
-            "-n", ns, "snapshots", "--snapshotter", snapshotter, "view", "--mounts", &key, parent,
+            "-n",
+            ns,
+            "snapshots",
+            "--snapshotter",
+            snapshotter,
+            "view",
+            "--mounts",
+            &key,
+            parent,
         ])));
         let mounts: serde_json::Value = serde_json::from_str(&out).unwrap();
         let m = &mounts[0];
         let target = tempfile::tempdir().unwrap();
-        let opts: Vec<&str> = m["Options"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
+        let opts: Vec<&str> = m["Options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
         let kind = m["Type"].as_str().unwrap();
         let st = Command::new("mount")
             .args(["-t", if kind == "bind" { "none" } else { kind }])
@@ -117,8 +141,20 @@ impl Containerd {
         Command::new("umount").arg(target.path()).status().unwrap();
         // ctr's lease on the view ended with its command: containerd's GC may have
         // collected it already.
-        let rm = self.ctr(&["-n", ns, "snapshots", "--snapshotter", snapshotter, "rm", &key]);
-        assert!(rm.status.success() || stderr(&rm).contains("not found"), "{}", stderr(&rm));
+        let rm = self.ctr(&[
+            "-n",
+            ns,
+            "snapshots",
+            "--snapshotter",
+            snapshotter,
+            "rm",
+            &key,
+        ]);
+        assert!(
+            rm.status.success() || stderr(&rm).contains("not found"),
+            "{}",
+            stderr(&rm)
+        );
         tree
     }
 
@@ -129,7 +165,9 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let _ = Command::new(script()).args(["down", self.dir.to_str().unwrap()]).status();
+        let _ = Command::new(script())
+            .args(["down", self.dir.to_str().unwrap()])
+            .status();
     }
 }
 
@@ -140,14 +178,19 @@ fn layers(image: &str) -> Vec<String> {
         .args(["layers", &format!("{REG}/{image}")])
         .output()
         .unwrap());
-    stdout(&o).lines().map(|l| l.split_whitespace().next().unwrap().to_string()).collect()
+    stdout(&o)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
 }
 
 /// GETs of `repo`'s blob `digest` in access-log lines `log`, by user agent prefix.
 fn blob_gets(log: &[String], repo: &str, digest: &str, agent: &str) -> usize {
     let path = format!("\"GET /v2/{repo}/blobs/{digest} ");
     let agent = format!("\"{agent}");
-    log.iter().filter(|l| l.contains(&path) && l.contains(&agent)).count()
+    log.iter()
+        .filter(|l| l.contains(&path) && l.contains(&agent))
+        .count()
 }
 
 fn registry_log() -> PathBuf {
@@ -168,21 +211,54 @@ fn plain_path_views_equal_umoci_and_overlayfs() {
     let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
     let t = tempfile::tempdir().unwrap();
     let c = Containerd::up(&t.path().join("store"));
-    for (image, want) in [("debian:bookworm", "debian_bookworm"), ("multi:latest", "multi_latest")] {
+    for (image, want) in [
+        ("debian:bookworm", "debian_bookworm"),
+        ("multi:latest", "multi_latest"),
+    ] {
         let ns = want.replace('_', "-");
         let r = format!("{REG}/{image}");
-        ok(c.ctr(&["-n", &ns, "images", "pull", "--plain-http", "--snapshotter", "rdpull", &r]));
+        ok(c.ctr(&[
+            "-n",
+            &ns,
+            "images",
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            "rdpull",
+            &r,
+        ]));
         let top = c.top_snapshot(&ns);
         assert_same(&c.view_tree(&ns, "rdpull", &top), &expected(want), image);
     }
-    for tag in ["gnu-sparse", "umoci-dir2file", "wh-then-readd", "wh-after-readd"] {
+    for tag in [
+        "gnu-sparse",
+        "umoci-dir2file",
+        "wh-then-readd",
+        "wh-after-readd",
+    ] {
         let r = format!("{REG}/edge:{tag}");
         let ns = format!("edge-{tag}");
-        let pull = |sn: &str| c.ctr(&["-n", &ns, "images", "pull", "--plain-http", "--snapshotter", sn, &r]);
+        let pull = |sn: &str| {
+            c.ctr(&[
+                "-n",
+                &ns,
+                "images",
+                "pull",
+                "--plain-http",
+                "--snapshotter",
+                sn,
+                &r,
+            ])
+        };
         // Where containerd's applier refuses a layer, it does so into either snapshotter.
         let theirs = pull("overlayfs");
         let ours = pull("rdpull");
-        assert_eq!(ours.status.success(), theirs.status.success(), "edge:{tag}: {}", stderr(&ours));
+        assert_eq!(
+            ours.status.success(),
+            theirs.status.success(),
+            "edge:{tag}: {}",
+            stderr(&ours)
+        );
         if !theirs.status.success() {
             continue;
         }
@@ -212,25 +288,59 @@ fn remote_path_skips_containerds_layer_fetch() {
         assert!(image_ref.starts_with("sha256:"), "{image_ref}");
         let log = log_since(&registry_log(), before);
         for layer in layers(image) {
-            assert_eq!(blob_gets(&log, repo, &layer, "containerd"), 0, "containerd fetched {layer}");
-            assert!(blob_gets(&log, repo, &layer, "rdpull") >= 1, "rdpull did not fetch {layer}");
+            assert_eq!(
+                blob_gets(&log, repo, &layer, "containerd"),
+                0,
+                "containerd fetched {layer}"
+            );
+            assert!(
+                blob_gets(&log, repo, &layer, "rdpull") >= 1,
+                "rdpull did not fetch {layer}"
+            );
         }
         assert!(
-            c.daemon_log().contains(&format!("remote pull: {REG}/{repo}@sha256:")),
+            c.daemon_log()
+                .contains(&format!("remote pull: {REG}/{repo}@sha256:")),
             "{}",
             c.daemon_log()
         );
         assert!(!c.daemon_log().contains("fallback"), "{}", c.daemon_log());
     }
     // The snapshots containerd recorded are rdpull's, named by ChainID.
-    let names = stdout(&ok(c.ctr(&["-n", "k8s.io", "snapshots", "--snapshotter", "rdpull", "ls"])));
-    assert_eq!(names.lines().count(), 1 + 1 + layers("multi:latest").len(), "{names}");
-    assert!(names.lines().skip(1).all(|l| l.starts_with("sha256:")), "{names}");
+    let names = stdout(&ok(c.ctr(&[
+        "-n",
+        "k8s.io",
+        "snapshots",
+        "--snapshotter",
+        "rdpull",
+        "ls",
+    ])));
+    assert_eq!(
+        names.lines().count(),
+        1 + 1 + layers("multi:latest").len(),
+        "{names}"
+    );
+    assert!(
+        names.lines().skip(1).all(|l| l.starts_with("sha256:")),
+        "{names}"
+    );
     let run = ok(c.ctr(&[
-        "-n", "k8s.io", "run", "--rm", "--snapshotter", "rdpull",
-        &format!("{REG}/debian:bookworm"), "remote-path", "cat", "/etc/os-release",
+        "-n",
+        "k8s.io",
+        "run",
+        "--rm",
+        "--snapshotter",
+        "rdpull",
+        &format!("{REG}/debian:bookworm"),
+        "remote-path",
+        "cat",
+        "/etc/os-release",
     ]));
-    assert!(stdout(&run).contains("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\""), "{}", stdout(&run));
+    assert!(
+        stdout(&run).contains("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\""),
+        "{}",
+        stdout(&run)
+    );
     // Images the daemon pulled belong to containerd: `rdpull images` does not list them.
     let images = stdout(&ok(rdpull(&t.path().join("store"), &["images", "-q"])));
     assert_eq!(images, "");
@@ -254,14 +364,26 @@ fn fallback_when_rdpull_cannot_pull() {
     let image_ref = rdpull_testkit::cri::pull_image(&c.socket(), image, Some(auth)).unwrap();
     assert!(image_ref.starts_with("sha256:"));
     let log = c.daemon_log();
-    assert!(log.contains("remote pull: 127.0.0.1:5443/debian@sha256:"), "{log}");
+    assert!(
+        log.contains("remote pull: 127.0.0.1:5443/debian@sha256:"),
+        "{log}"
+    );
     assert!(log.contains(": failed after "), "{log}");
     assert!(
         log.contains("fallback: k8s.io/") && log.contains("itself: rdpull's pull failed: "),
         "{log}"
     );
     let run = ok(c.ctr(&[
-        "-n", "k8s.io", "run", "--rm", "--snapshotter", "rdpull", image, "fallback", "cat", "/etc/debian_version",
+        "-n",
+        "k8s.io",
+        "run",
+        "--rm",
+        "--snapshotter",
+        "rdpull",
+        image,
+        "fallback",
+        "cat",
+        "/etc/debian_version",
     ]));
     assert!(stdout(&run).starts_with("12."), "{}", stdout(&run));
 }
@@ -284,28 +406,54 @@ fn containerd_gc_leaves_rdpull_images() {
     c.cri_pull(&multi).unwrap();
     let log = log_since(&registry_log(), before);
     for layer in layers("multi:latest") {
-        assert_eq!(blob_gets(&log, "multi", &layer, ""), 0, "{layer} fetched again");
+        assert_eq!(
+            blob_gets(&log, "multi", &layer, ""),
+            0,
+            "{layer} fetched again"
+        );
     }
     // And a plain ctr pull that containerd unpacks into snapshots of its own.
     let debian = format!("{REG}/debian:bookworm");
-    ok(c.ctr(&["-n", "gc", "images", "pull", "--plain-http", "--snapshotter", "rdpull", &debian]));
+    ok(c.ctr(&[
+        "-n",
+        "gc",
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "rdpull",
+        &debian,
+    ]));
     assert!(!c.top_snapshot("gc").is_empty());
     // CRI removes every name of its image (tag, digest) as kubelet's image GC does.
     rdpull_testkit::cri::remove_image(&c.socket(), &multi).unwrap();
     ok(c.ctr(&["-n", "gc", "images", "rm", "--sync", &debian]));
     for ns in ["k8s.io", "gc"] {
         wait_until(&format!("containerd's GC of namespace {ns}"), 30, || {
-            let left = stdout(&ok(c.ctr(&["-n", ns, "snapshots", "--snapshotter", "rdpull", "ls"])));
+            let left = stdout(&ok(c.ctr(&[
+                "-n",
+                ns,
+                "snapshots",
+                "--snapshotter",
+                "rdpull",
+                "ls",
+            ])));
             left.lines().count() == 1
         });
     }
     // containerd's own directories are gone; rdpull's image is whole.
-    let own = std::fs::read_dir(store.join("containerd/snapshots")).unwrap().count();
+    let own = std::fs::read_dir(store.join("containerd/snapshots"))
+        .unwrap()
+        .count();
     assert_eq!(own, 0);
     assert_eq!(stdout(&ok(rdpull(&store, &["images", "-q"]))), want);
     let dir = t.path().join("rootfs");
     ok(rdpull(&store, &["unpack", &multi, dir.to_str().unwrap()]));
-    assert_same(&tree_manifest(&dir), &expected("multi_latest"), "multi after containerd's GC");
+    assert_same(
+        &tree_manifest(&dir),
+        &expected("multi_latest"),
+        "multi after containerd's GC",
+    );
 }
 
 /// The daemon killed with SIGKILL in the middle of a remote pull: that pull fails, the
@@ -321,15 +469,25 @@ fn daemon_killed_mid_remote_pull() {
     let image = format!("{REG}/debian:bookworm");
     let socket = c.socket();
     let image2 = image.clone();
-    let pulling = std::thread::spawn(move || rdpull_testkit::cri::pull_image(&socket, &image2, None).map_err(|e| e.to_string()));
+    let pulling = std::thread::spawn(move || {
+        rdpull_testkit::cri::pull_image(&socket, &image2, None).map_err(|e| e.to_string())
+    });
     // Killed once rdpull's pull has an active snapshot to leave behind.
     wait_until("an active snapshot in rdpull's store", 60, || {
-        std::fs::read_dir(store.join("snapshots")).map(|d| d.count() > 0).unwrap_or(false)
+        std::fs::read_dir(store.join("snapshots"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
     });
     let pid = c.daemon_pid();
-    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
     let first = pulling.join().unwrap();
-    assert!(first.is_err(), "the pull through the killed daemon: {first:?}");
+    assert!(
+        first.is_err(),
+        "the pull through the killed daemon: {first:?}"
+    );
     c.start(&store);
     // containerd's gRPC client reconnects with a backoff: retried as kubelet retries.
     let mut second = c.cri_pull(&image);
@@ -340,11 +498,157 @@ fn daemon_killed_mid_remote_pull() {
     }
     assert!(second.is_ok(), "after the restart: {second:?}");
     let top = c.top_snapshot("k8s.io");
-    assert_same(&c.view_tree("k8s.io", "rdpull", &top), &expected("debian_bookworm"), "after kill -9");
+    assert_same(
+        &c.view_tree("k8s.io", "rdpull", &top),
+        &expected("debian_bookworm"),
+        "after kill -9",
+    );
     let (_, active) = snapshots(&store);
     assert!(
         active.is_empty(),
         "active snapshots left: {active:?}: {}",
         std::fs::read_to_string(store.join("metadata.json")).unwrap()
     );
+}
+
+/// SIGTERM in the middle of a remote pull: the daemon cancels the pull, which removes its
+/// active snapshot, and exits 0 with its socket removed; containerd's pull falls back or
+/// fails, and the restarted daemon serves the next one.
+#[test]
+fn daemon_stopped_mid_remote_pull() {
+    skip_unless_root!();
+    setup();
+    let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let c = Containerd::up(&store);
+    let image = format!("{REG}/debian:bookworm");
+    let (socket, image2) = (c.socket(), image.clone());
+    let pulling = std::thread::spawn(move || {
+        rdpull_testkit::cri::pull_image(&socket, &image2, None).map_err(|e| e.to_string())
+    });
+    wait_until("an active snapshot in rdpull's store", 60, || {
+        std::fs::read_dir(store.join("snapshots"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    });
+    let pid = c.daemon_pid();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_until("the daemon's exit", 30, || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+    let _ = pulling.join().unwrap();
+    assert!(
+        c.daemon_log().contains("stopping: cancelling remote pulls"),
+        "{}",
+        c.daemon_log()
+    );
+    assert!(
+        c.daemon_log().trim_end().ends_with("stopped"),
+        "{}",
+        c.daemon_log()
+    );
+    assert!(!c.dir.join("rdpull.sock").exists());
+    let (_, active) = snapshots(&store);
+    assert!(active.is_empty(), "active snapshots left: {active:?}");
+    c.start(&store);
+    wait_until("a pull through the restarted daemon", 60, || {
+        c.cri_pull(&image).is_ok()
+    });
+}
+
+/// One daemon per root and per socket, a stale socket replaced, mode 0600 (0660 with
+/// --socket-group), bad flags named.
+#[test]
+fn daemon_refusals_and_socket() {
+    skip_unless_root!();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = tempfile::tempdir().unwrap();
+    let (root, sock) = (t.path().join("store"), t.path().join("s/rdpull.sock"));
+    let daemon = |root: &Path, extra: &[&str]| {
+        let mut args = vec!["snapshotter", "--address", sock.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        command(root, &args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A stale socket (no server behind it) is replaced.
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let mut first = daemon(&root, &[]);
+    wait_until("the daemon's socket", 30, || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let second = fails(
+        command(
+            &root,
+            &[
+                "snapshotter",
+                "--address",
+                t.path().join("other.sock").to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(
+        second,
+        format!(
+            "rdpull: error: another rdpull snapshotter serves the store {}",
+            root.display()
+        )
+    );
+    let other_root = t.path().join("store2");
+    let busy = fails(
+        command(
+            &other_root,
+            &["snapshotter", "--address", sock.to_str().unwrap()],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(
+        busy,
+        format!(
+            "rdpull: error: {}: a server is listening there already",
+            sock.display()
+        )
+    );
+    let group = fails(
+        command(
+            &other_root,
+            &["snapshotter", "--socket-group", "no-such-group"],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(
+        group,
+        "rdpull: error: --socket-group no-such-group: no such group in /etc/group"
+    );
+    Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(first.wait().unwrap().success());
+    assert!(!sock.exists());
+    let mut grouped = daemon(&root, &["--socket-group", "daemon"]);
+    wait_until("the daemon's socket", 30, || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let md = std::fs::metadata(&sock).unwrap();
+    assert_eq!((md.permissions().mode() & 0o777, md.gid()), (0o660, 1));
+    Command::new("kill")
+        .args(["-INT", &grouped.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(grouped.wait().unwrap().success());
 }

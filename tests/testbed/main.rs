@@ -11,7 +11,9 @@
 //! killed big pull resumes), [`lifecycle`] (images, inspect, history, rmi, prune),
 //! [`save`] (kept blobs, and an OCI archive skopeo and umoci read), [`run`] (containers
 //! through the built-in launcher and runc: answers, exit codes, signals, cleanup),
-//! [`launcher`] (the built-in launcher prints what runc prints, for a matrix of options).
+//! [`launcher`] (the built-in launcher prints what runc prints, for a matrix of options),
+//! [`containerd`] (containerd 1.6 with `rdpull snapshotter` as its snapshotter: plain and
+//! remote pulls, fallback, GC, the daemon's lifecycle).
 // A test is one scenario, steps and assertions in order; splitting it would hide it.
 #![allow(clippy::too_many_lines)]
 

@@ -80,7 +80,10 @@ pub async fn serve(store: Arc<Store>, options: DaemonOptions) -> Result<(), Daem
     let cancel = options.pull.cancel.clone();
     let remote = Arc::new(RemotePulls::new(sn.clone(), options.pull.clone()));
     let service = SnapshotsService::new(sn, remote.clone());
-    tracing::info!("serving containerd snapshots on {}", options.address.display());
+    tracing::info!(
+        "serving containerd snapshots on {}",
+        options.address.display()
+    );
     let served = tonic::transport::Server::builder()
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {

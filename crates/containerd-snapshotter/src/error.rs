@@ -52,9 +52,7 @@ impl SnapshotterError {
             SnapshotterError::AlreadyExists(_)
             | SnapshotterError::Store(StoreError::AlreadyExists(_)) => Code::AlreadyExists,
             SnapshotterError::FailedPrecondition { .. }
-            | SnapshotterError::Store(StoreError::InvalidState { .. }) => {
-                Code::FailedPrecondition
-            }
+            | SnapshotterError::Store(StoreError::InvalidState { .. }) => Code::FailedPrecondition,
             SnapshotterError::InvalidArgument(_) => Code::InvalidArgument,
             SnapshotterError::Unimplemented(_) => Code::Unimplemented,
             _ => Code::Internal,
@@ -78,7 +76,10 @@ mod tests {
     fn codes_are_the_ones_containerd_maps_back() {
         let cases = [
             (SnapshotterError::NotFound("k".into()), Code::NotFound),
-            (SnapshotterError::AlreadyExists("k".into()), Code::AlreadyExists),
+            (
+                SnapshotterError::AlreadyExists("k".into()),
+                Code::AlreadyExists,
+            ),
             (
                 SnapshotterError::FailedPrecondition {
                     key: "k".into(),
@@ -86,8 +87,14 @@ mod tests {
                 },
                 Code::FailedPrecondition,
             ),
-            (SnapshotterError::InvalidArgument("x".into()), Code::InvalidArgument),
-            (SnapshotterError::Unimplemented("x".into()), Code::Unimplemented),
+            (
+                SnapshotterError::InvalidArgument("x".into()),
+                Code::InvalidArgument,
+            ),
+            (
+                SnapshotterError::Unimplemented("x".into()),
+                Code::Unimplemented,
+            ),
             (
                 SnapshotterError::Store(StoreError::NotFound("s".into())),
                 Code::NotFound,

@@ -32,9 +32,8 @@ pub trait Fields {
 
 impl Filter {
     pub fn parse(text: &str) -> Result<Filter, SnapshotterError> {
-        let invalid = |why: &str| {
-            SnapshotterError::InvalidArgument(format!("filter {text:?}: {why}"))
-        };
+        let invalid =
+            |why: &str| SnapshotterError::InvalidArgument(format!("filter {text:?}: {why}"));
         let mut p = Parser {
             s: text.as_bytes(),
             i: 0,
@@ -174,7 +173,13 @@ impl Parser<'_> {
                         b't' => b'\t',
                         b'r' => b'\r',
                         b'\\' | b'"' | b'\'' | b'/' => e,
-                        _ => return Err(format!("unsupported escape \\{} at byte {}", e as char, self.i - 2)),
+                        _ => {
+                            return Err(format!(
+                                "unsupported escape \\{} at byte {}",
+                                e as char,
+                                self.i - 2
+                            ))
+                        }
                     });
                 }
                 _ => out.push(c),
@@ -219,8 +224,8 @@ mod tests {
         assert!(f.matches(&hit));
         assert!(!f.matches(&other_parent));
         // An empty parent is written as "" (a snapshot's parent field is always there).
-        let root = Filter::parse(r#"labels."containerd.io/snapshot.ref"==sha256:abc,parent=="""#)
-            .unwrap();
+        let root =
+            Filter::parse(r#"labels."containerd.io/snapshot.ref"==sha256:abc,parent=="""#).unwrap();
         assert!(root.matches(&obj(&[
             ("labels.containerd.io/snapshot.ref", "sha256:abc"),
             ("parent", "")
@@ -231,8 +236,7 @@ mod tests {
     fn and_within_a_filter_or_across_filters() {
         let a = obj(&[("kind", "committed"), ("labels.x", "1")]);
         let b = obj(&[("kind", "active")]);
-        let fs = parse_any(&["kind==committed,labels.x==1".into(), "kind==active".into()])
-            .unwrap();
+        let fs = parse_any(&["kind==committed,labels.x==1".into(), "kind==active".into()]).unwrap();
         assert!(any_matches(&fs, &a) && any_matches(&fs, &b));
         let one = parse_any(&["kind==committed,labels.x!=1".into()]).unwrap();
         assert!(!any_matches(&one, &a) && !any_matches(&one, &b));
@@ -247,7 +251,10 @@ mod tests {
     #[test]
     fn bad_filters_name_what_is_wrong() {
         for (text, why) in [
-            ("labels.x~=a.*", "regular expressions (~=) are not supported"),
+            (
+                "labels.x~=a.*",
+                "regular expressions (~=) are not supported",
+            ),
             ("labels.\"x", "unterminated quote at byte 7"),
             ("kind==", "expected a value at byte 6"),
             ("==a", "expected a field name at byte 0"),

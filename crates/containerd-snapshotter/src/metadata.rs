@@ -149,10 +149,9 @@ impl Writer<'_> {
 impl Metadata {
     pub fn open(path: &Path) -> Result<Metadata, SnapshotterError> {
         let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => SnapshotterError::Database(format!(
-                "{}: in use by another process",
-                path.display()
-            )),
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                SnapshotterError::Database(format!("{}: in use by another process", path.display()))
+            }
             e => SnapshotterError::Database(format!("{}: {e}", path.display())),
         })?;
         let meta = Metadata { db };

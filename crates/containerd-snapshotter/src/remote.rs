@@ -177,9 +177,9 @@ impl RemotePulls {
 /// resolved, so that rdpull pulls exactly the manifest containerd is unpacking.
 fn image_of(labels: &BTreeMap<String, String>) -> Result<Reference, String> {
     let get = |name: &str| {
-        labels
-            .get(name)
-            .ok_or_else(|| format!("no {name} label (CRI's disable_snapshot_annotations = false sets it)"))
+        labels.get(name).ok_or_else(|| {
+            format!("no {name} label (CRI's disable_snapshot_annotations = false sets it)")
+        })
     };
     let image: Reference = get(CRI_IMAGE_REF)?
         .parse()
@@ -213,10 +213,21 @@ impl PullJob {
             tx: self.tx.clone(),
             bytes: Mutex::new(Vec::new()),
         });
-        let pulled = pull(store.clone(), &self.reference, &self.options, progress.clone()).await;
+        let pulled = pull(
+            store.clone(),
+            &self.reference,
+            &self.options,
+            progress.clone(),
+        )
+        .await;
         let result = match pulled {
             Ok(outcome) => {
-                let chain: Vec<String> = outcome.image.chain.iter().map(ToString::to_string).collect();
+                let chain: Vec<String> = outcome
+                    .image
+                    .chain
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 self.chain.lock().expect("chain lock").clone_from(&chain);
                 let (sn, name2) = (self.sn.clone(), name.clone());
                 // Every layer is pinned for containerd before the image record this pull
@@ -246,7 +257,10 @@ impl PullJob {
             }
             Err(e) => {
                 let msg = rdpull_fetch::with_causes(e.to_string(), std::error::Error::source(&e));
-                tracing::warn!("remote pull: {name}: failed after {} ms: {msg}", t0.elapsed().as_millis());
+                tracing::warn!(
+                    "remote pull: {name}: failed after {} ms: {msg}",
+                    t0.elapsed().as_millis()
+                );
                 Err(format!("rdpull's pull failed: {msg}"))
             }
         };

@@ -96,7 +96,12 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
         let labels = sorted(r.labels);
         tracing::debug!("prepare {} on {:?}", r.key, r.parent);
         if let Some(target) = labels.get(SNAPSHOT_REF_LABEL) {
-            if self.remote.provide(&r.key, &r.parent, &labels, target).await == Provided::Exists {
+            if self
+                .remote
+                .provide(&r.key, &r.parent, &labels, target)
+                .await
+                == Provided::Exists
+            {
                 return Err(Status::already_exists(format!(
                     "target snapshot {target}: provided by rdpull"
                 )));
@@ -105,7 +110,9 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
         let ms = self
             .blocking(move |sn| sn.create(Kind::Active, &r.key, &r.parent, labels))
             .await?;
-        Ok(Response::new(api::PrepareSnapshotResponse { mounts: mounts(ms) }))
+        Ok(Response::new(api::PrepareSnapshotResponse {
+            mounts: mounts(ms),
+        }))
     }
 
     async fn view(
@@ -117,7 +124,9 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
         let ms = self
             .blocking(move |sn| sn.create(Kind::View, &r.key, &r.parent, labels))
             .await?;
-        Ok(Response::new(api::ViewSnapshotResponse { mounts: mounts(ms) }))
+        Ok(Response::new(api::ViewSnapshotResponse {
+            mounts: mounts(ms),
+        }))
     }
 
     async fn mounts(

@@ -42,7 +42,10 @@ fn now_ns() -> u64 {
 }
 
 fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), SnapshotterError> {
-    match labels.iter().find(|(k, v)| k.len() + v.len() > MAX_LABEL_SIZE) {
+    match labels
+        .iter()
+        .find(|(k, v)| k.len() + v.len() > MAX_LABEL_SIZE)
+    {
         Some((k, _)) => Err(SnapshotterError::InvalidArgument(format!(
             "label {k:?}: key and value exceed {MAX_LABEL_SIZE} bytes"
         ))),
@@ -95,7 +98,9 @@ impl Snapshotter {
             Ok(())
         })?;
         for e in std::fs::read_dir(&snapshots).map_err(SnapshotterError::io(snapshots.display()))? {
-            let name = e.map_err(SnapshotterError::io(snapshots.display()))?.file_name();
+            let name = e
+                .map_err(SnapshotterError::io(snapshots.display()))?
+                .file_name();
             max = max.max(name.to_str().and_then(|n| n.parse().ok()).unwrap_or(0));
         }
         Ok(Snapshotter {
@@ -136,7 +141,9 @@ impl Snapshotter {
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotterError> {
         if key.is_empty() {
-            return Err(SnapshotterError::InvalidArgument("empty snapshot key".into()));
+            return Err(SnapshotterError::InvalidArgument(
+                "empty snapshot key".into(),
+            ));
         }
         check_labels(&labels)?;
         let parent_fs = match parent {
@@ -190,10 +197,15 @@ impl Snapshotter {
         let mut options = Vec::new();
         if top.kind == Kind::Active {
             let Files::Own(id) = top.files else {
-                return Err(SnapshotterError::Database(format!("{key}: active without files")));
+                return Err(SnapshotterError::Database(format!(
+                    "{key}: active without files"
+                )));
             };
             options.push("index=off".to_string());
-            options.push(format!("workdir={}", self.own_dir(id).join("work").display()));
+            options.push(format!(
+                "workdir={}",
+                self.own_dir(id).join("work").display()
+            ));
             options.push(format!("upperdir={}", self.fs_dir(top).display()));
         } else if parents.len() == 1 {
             return Ok(vec![bind(self.fs_dir(&parents[0]), true)]);
@@ -510,31 +522,44 @@ mod tests {
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// A committed snapshot `name` on `parent` with one file.
     fn layer(sn: &Snapshotter, name: &str, parent: &str) {
         let key = format!("ns/1/extract {name}");
-        sn.create(Kind::Active, &key, parent, BTreeMap::new()).unwrap();
+        sn.create(Kind::Active, &key, parent, BTreeMap::new())
+            .unwrap();
         let fs = sn.fs_dir(&sn.stat(&key).unwrap());
         std::fs::write(fs.join(name.replace('/', "_")), name).unwrap();
         sn.commit(name, &key, BTreeMap::new(), "").unwrap();
     }
 
     fn option<'a>(m: &'a Mount, prefix: &str) -> &'a str {
-        m.options.iter().find_map(|o| o.strip_prefix(prefix)).unwrap()
+        m.options
+            .iter()
+            .find_map(|o| o.strip_prefix(prefix))
+            .unwrap()
     }
 
     #[test]
     fn mounts_are_built_as_containerds_overlayfs_snapshotter_builds_them() {
         let (_t, sn) = open();
         let m = sn.create(Kind::Active, "a", "", BTreeMap::new()).unwrap();
-        assert_eq!((m[0].kind.as_str(), m[0].options.clone()), ("bind", vec!["rw".into(), "rbind".into()]));
+        assert_eq!(
+            (m[0].kind.as_str(), m[0].options.clone()),
+            ("bind", vec!["rw".into(), "rbind".into()])
+        );
         sn.commit("A", "a", BTreeMap::new(), "").unwrap();
         let v = sn.create(Kind::View, "v1", "A", BTreeMap::new()).unwrap();
         let a_fs = sn.fs_dir(&sn.stat("A").unwrap()).display().to_string();
-        assert_eq!((v[0].kind.as_str(), v[0].source.as_str()), ("bind", a_fs.as_str()));
+        assert_eq!(
+            (v[0].kind.as_str(), v[0].source.as_str()),
+            ("bind", a_fs.as_str())
+        );
         assert_eq!(v[0].options, vec!["ro".to_string(), "rbind".into()]);
         layer(&sn, "B", "A");
         let b_fs = sn.fs_dir(&sn.stat("B").unwrap()).display().to_string();
@@ -544,27 +569,45 @@ mod tests {
         assert!(!v[0].options.iter().any(|o| o.starts_with("upperdir=")));
         let p = sn.create(Kind::Active, "c", "B", BTreeMap::new()).unwrap();
         let c = sn.stat("c").unwrap();
-        assert_eq!(option(&p[0], "upperdir="), sn.fs_dir(&c).display().to_string());
+        assert_eq!(
+            option(&p[0], "upperdir="),
+            sn.fs_dir(&c).display().to_string()
+        );
         assert!(option(&p[0], "workdir=").ends_with("/work"));
         assert_eq!(option(&p[0], "lowerdir="), format!("{b_fs}:{a_fs}"));
         assert_eq!(sn.mounts("c").unwrap(), p);
     }
 
     #[test]
-    fn refusals_carry_containerds_error_kinds() {
+    fn refusals_of_create_and_commit() {
         let (_t, sn) = open();
         let code = |e: SnapshotterError| (e.code(), e.to_string());
         sn.create(Kind::Active, "a", "", BTreeMap::new()).unwrap();
         assert_eq!(
-            code(sn.create(Kind::Active, "a", "", BTreeMap::new()).unwrap_err()),
-            (tonic::Code::AlreadyExists, "snapshot a: already exists".into())
+            code(
+                sn.create(Kind::Active, "a", "", BTreeMap::new())
+                    .unwrap_err()
+            ),
+            (
+                tonic::Code::AlreadyExists,
+                "snapshot a: already exists".into()
+            )
         );
         assert_eq!(
-            code(sn.create(Kind::Active, "b", "a", BTreeMap::new()).unwrap_err()),
-            (tonic::Code::InvalidArgument, "parent a is not a committed snapshot".into())
+            code(
+                sn.create(Kind::Active, "b", "a", BTreeMap::new())
+                    .unwrap_err()
+            ),
+            (
+                tonic::Code::InvalidArgument,
+                "parent a is not a committed snapshot".into()
+            )
         );
         assert_eq!(
-            code(sn.create(Kind::View, "b", "nope", BTreeMap::new()).unwrap_err()),
+            code(
+                sn.create(Kind::View, "b", "nope", BTreeMap::new())
+                    .unwrap_err()
+            ),
             (tonic::Code::NotFound, "snapshot nope: not found".into())
         );
         sn.commit("A", "a", BTreeMap::new(), "").unwrap();
@@ -575,6 +618,13 @@ mod tests {
                 "snapshot A: is a committed snapshot, not an active one".into()
             )
         );
+    }
+
+    #[test]
+    fn refusals_of_remove_commit_and_update() {
+        let (_t, sn) = open();
+        let code = |e: SnapshotterError| (e.code(), e.to_string());
+        layer(&sn, "A", "");
         sn.create(Kind::Active, "b", "A", BTreeMap::new()).unwrap();
         assert_eq!(
             code(sn.remove("A").unwrap_err()),
@@ -593,8 +643,14 @@ mod tests {
         // The failed commit changed nothing.
         assert_eq!(sn.stat("b").unwrap().kind, Kind::Active);
         assert_eq!(
-            code(sn.update("A", BTreeMap::new(), &["parent".into()]).unwrap_err()),
-            (tonic::Code::InvalidArgument, "snapshot A: cannot update field \"parent\"".into())
+            code(
+                sn.update("A", BTreeMap::new(), &["parent".into()])
+                    .unwrap_err()
+            ),
+            (
+                tonic::Code::InvalidArgument,
+                "snapshot A: cannot update field \"parent\"".into()
+            )
         );
         sn.remove("b").unwrap();
         sn.remove("A").unwrap();
@@ -612,11 +668,16 @@ mod tests {
         assert_eq!(live.inodes, 2);
         sn.commit("B", "b", labels(&[("l", "1")]), "A").unwrap();
         let b = sn.stat("B").unwrap();
-        assert_eq!((b.parent.as_str(), b.labels, b.usage), ("A", labels(&[("l", "1")]), live));
+        assert_eq!(
+            (b.parent.as_str(), b.labels, b.usage),
+            ("A", labels(&[("l", "1")]), live)
+        );
         // Recorded: a change on disk after the commit does not show.
         std::fs::write(fs.join("g"), b"x").unwrap();
         assert_eq!(sn.usage("B").unwrap(), live);
-        let u = sn.update("B", labels(&[("m", "2")]), &["labels.m".into()]).unwrap();
+        let u = sn
+            .update("B", labels(&[("m", "2")]), &["labels.m".into()])
+            .unwrap();
         assert_eq!(u.labels, labels(&[("l", "1"), ("m", "2")]));
         let u = sn.update("B", labels(&[("n", "3")]), &[]).unwrap();
         assert_eq!((u.labels, u.created), (labels(&[("n", "3")]), b.created));
@@ -627,7 +688,10 @@ mod tests {
     fn layers_of_rdpulls_store_are_presented_on_the_parent_containerd_names() {
         let (_t, sn) = open();
         let store = sn.store().clone();
-        for (key, name, parent) in [("a", "sha256:aa", None), ("b", "sha256:bb", Some("sha256:aa"))] {
+        for (key, name, parent) in [
+            ("a", "sha256:aa", None),
+            ("b", "sha256:bb", Some("sha256:aa")),
+        ] {
             store.prepare(key, parent, BTreeMap::new()).unwrap();
             store.commit(name, key, BTreeMap::new()).unwrap();
         }
@@ -636,17 +700,31 @@ mod tests {
         assert!(!sn.adopt_layer("sha256:aa", "", cri.clone()).unwrap());
         let a = sn.stat("sha256:aa").unwrap();
         assert_eq!(a.labels[SNAPSHOT_REF_LABEL], "sha256:aa");
-        assert_eq!(sn.fs_dir(&a), store.fs_path(&store.stat("sha256:aa").unwrap()));
+        assert_eq!(
+            sn.fs_dir(&a),
+            store.fs_path(&store.stat("sha256:aa").unwrap())
+        );
         // The parent containerd names must present the layer's own parent.
-        let e = sn.adopt_layer("sha256:bb", "", BTreeMap::new()).unwrap_err();
+        let e = sn
+            .adopt_layer("sha256:bb", "", BTreeMap::new())
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "snapshot sha256:bb: parent \"\" does not present layer \"sha256:aa\""
         );
         // A parent containerd unpacked itself is known by its backend name's ChainID.
-        sn.create(Kind::Active, "k8s.io/7/extract", "", BTreeMap::new()).unwrap();
-        sn.commit("k8s.io/8/sha256:aa", "k8s.io/7/extract", BTreeMap::new(), "").unwrap();
-        assert!(sn.adopt_layer("sha256:bb", "k8s.io/8/sha256:aa", BTreeMap::new()).unwrap());
+        sn.create(Kind::Active, "k8s.io/7/extract", "", BTreeMap::new())
+            .unwrap();
+        sn.commit(
+            "k8s.io/8/sha256:aa",
+            "k8s.io/7/extract",
+            BTreeMap::new(),
+            "",
+        )
+        .unwrap();
+        assert!(sn
+            .adopt_layer("sha256:bb", "k8s.io/8/sha256:aa", BTreeMap::new())
+            .unwrap());
         assert_eq!(sn.stat("sha256:bb").unwrap().parent, "k8s.io/8/sha256:aa");
         // Pinned in rdpull's store; removing the snapshot releases the layer.
         assert!(store.prune().unwrap().snapshots.is_empty());
@@ -665,9 +743,14 @@ mod tests {
         store.prepare("x", None, BTreeMap::new()).unwrap();
         store.commit("sha256:xx", "x", BTreeMap::new()).unwrap();
         sn.pin_layer("sha256:xx").unwrap();
-        sn.cleanup(&HashSet::from(["sha256:xx".to_string()])).unwrap();
+        sn.cleanup(&HashSet::from(["sha256:xx".to_string()]))
+            .unwrap();
         assert!(!stray.exists());
-        assert_eq!(store.pins().unwrap().len(), 1, "a pull in flight keeps its pins");
+        assert_eq!(
+            store.pins().unwrap().len(),
+            1,
+            "a pull in flight keeps its pins"
+        );
         sn.cleanup(&HashSet::new()).unwrap();
         assert!(store.pins().unwrap().is_empty());
         assert!(store.stat("sha256:xx").is_err());
