@@ -171,6 +171,22 @@ impl Drop for Containerd {
     }
 }
 
+/// A test's private containerd on a fresh store (`t/store`), holding the lock that runs
+/// one at a time; dropped in reverse order: containerd, the directory, the lock.
+fn fresh() -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    PathBuf,
+    Containerd,
+) {
+    setup();
+    let one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let c = Containerd::up(&store);
+    (one, t, store, c)
+}
+
 /// Layer blob digests of `image` in the testbed registry.
 fn layers(image: &str) -> Vec<String> {
     let o = ok(Command::new("python3")
@@ -207,10 +223,7 @@ fn log_len() -> usize {
 #[test]
 fn plain_path_views_equal_umoci_and_overlayfs() {
     skip_unless_root!();
-    setup();
-    let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
-    let t = tempfile::tempdir().unwrap();
-    let c = Containerd::up(&t.path().join("store"));
+    let (_one, _t, _store, c) = fresh();
     for (image, want) in [
         ("debian:bookworm", "debian_bookworm"),
         ("multi:latest", "multi_latest"),
@@ -276,11 +289,8 @@ fn plain_path_views_equal_umoci_and_overlayfs() {
 #[test]
 fn remote_path_skips_containerds_layer_fetch() {
     skip_unless_root!();
-    setup();
-    let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let (_one, _t, store, c) = fresh();
     let _serial = DEBIAN_REPO.lock().unwrap_or_else(|e| e.into_inner());
-    let t = tempfile::tempdir().unwrap();
-    let c = Containerd::up(&t.path().join("store"));
     for (repo, image) in [("debian", "debian:bookworm"), ("multi", "multi:latest")] {
         let before = log_len();
         let r = format!("{REG}/{image}");
@@ -342,7 +352,7 @@ fn remote_path_skips_containerds_layer_fetch() {
         stdout(&run)
     );
     // Images the daemon pulled belong to containerd: `rdpull images` does not list them.
-    let images = stdout(&ok(rdpull(&t.path().join("store"), &["images", "-q"])));
+    let images = stdout(&ok(rdpull(&store, &["images", "-q"])));
     assert_eq!(images, "");
 }
 
@@ -351,10 +361,7 @@ fn remote_path_skips_containerds_layer_fetch() {
 #[test]
 fn fallback_when_rdpull_cannot_pull() {
     skip_unless_root!();
-    setup();
-    let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
-    let t = tempfile::tempdir().unwrap();
-    let c = Containerd::up(&t.path().join("store"));
+    let (_one, _t, _store, c) = fresh();
     let image = "127.0.0.1:5443/debian:bookworm";
     let auth = rdpull_testkit::cri::AuthConfig {
         username: "rdpull".into(),
@@ -456,33 +463,36 @@ fn containerd_gc_leaves_rdpull_images() {
     );
 }
 
-/// The daemon killed with SIGKILL in the middle of a remote pull: that pull fails, the
-/// restarted daemon serves containerd's next pull, and nothing half-done is left.
-#[test]
-fn daemon_killed_mid_remote_pull() {
-    skip_unless_root!();
-    setup();
-    let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
-    let t = tempfile::tempdir().unwrap();
-    let store = t.path().join("store");
-    let c = Containerd::up(&store);
-    let image = format!("{REG}/debian:bookworm");
-    let socket = c.socket();
-    let image2 = image.clone();
+/// A CRI pull of `image` on a thread, and `signal` sent to the daemon once rdpull's pull
+/// has an active snapshot in `store` to leave behind; the thread answers the pull's result.
+fn signal_mid_remote_pull(
+    c: &Containerd,
+    store: &Path,
+    image: &str,
+    signal: &str,
+) -> std::thread::JoinHandle<Result<String, String>> {
+    let (socket, image) = (c.socket(), image.to_string());
     let pulling = std::thread::spawn(move || {
-        rdpull_testkit::cri::pull_image(&socket, &image2, None).map_err(|e| e.to_string())
+        rdpull_testkit::cri::pull_image(&socket, &image, None).map_err(|e| e.to_string())
     });
-    // Killed once rdpull's pull has an active snapshot to leave behind.
     wait_until("an active snapshot in rdpull's store", 60, || {
         std::fs::read_dir(store.join("snapshots"))
             .map(|d| d.count() > 0)
             .unwrap_or(false)
     });
-    let pid = c.daemon_pid();
-    Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
+    let pid = c.daemon_pid().to_string();
+    Command::new("kill").args([signal, &pid]).status().unwrap();
+    pulling
+}
+
+/// The daemon killed with SIGKILL in the middle of a remote pull: that pull fails, the
+/// restarted daemon serves containerd's next pull, and nothing half-done is left.
+#[test]
+fn daemon_killed_mid_remote_pull() {
+    skip_unless_root!();
+    let (_one, _t, store, c) = fresh();
+    let image = format!("{REG}/debian:bookworm");
+    let pulling = signal_mid_remote_pull(&c, &store, &image, "-KILL");
     let first = pulling.join().unwrap();
     assert!(
         first.is_err(),
@@ -517,26 +527,10 @@ fn daemon_killed_mid_remote_pull() {
 #[test]
 fn daemon_stopped_mid_remote_pull() {
     skip_unless_root!();
-    setup();
-    let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
-    let t = tempfile::tempdir().unwrap();
-    let store = t.path().join("store");
-    let c = Containerd::up(&store);
+    let (_one, _t, store, c) = fresh();
     let image = format!("{REG}/debian:bookworm");
-    let (socket, image2) = (c.socket(), image.clone());
-    let pulling = std::thread::spawn(move || {
-        rdpull_testkit::cri::pull_image(&socket, &image2, None).map_err(|e| e.to_string())
-    });
-    wait_until("an active snapshot in rdpull's store", 60, || {
-        std::fs::read_dir(store.join("snapshots"))
-            .map(|d| d.count() > 0)
-            .unwrap_or(false)
-    });
     let pid = c.daemon_pid();
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    let pulling = signal_mid_remote_pull(&c, &store, &image, "-TERM");
     wait_until("the daemon's exit", 30, || {
         std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
     });

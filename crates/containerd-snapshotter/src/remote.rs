@@ -117,8 +117,11 @@ impl RemotePulls {
                 if blocking(committed.clone()).await {
                     break;
                 }
-                match state.borrow_and_update().clone() {
+                let now = state.borrow_and_update().clone();
+                match now {
                     PullState::Done(Err(e)) => return Err(e),
+                    // The layer may have committed between the look above and the end.
+                    PullState::Done(Ok(())) if blocking(committed.clone()).await => break,
                     PullState::Done(Ok(())) => {
                         return Err(format!("layer {target} is not in the image rdpull pulled"))
                     }
