@@ -1,7 +1,8 @@
 //! Snapshot metadata at 10,000 snapshots: the snapshotter's redb store against the JSON
 //! document rdpull's CLI store rewrites per change (the choice in docs/design.md
 //! #containerd-snapshotter). Stat, List, and a Commit (prepare and remove untimed), each
-//! on a store already holding 10k committed snapshots, on /var/tmp's filesystem.
+//! on a store already holding 10k committed snapshots, on /var/tmp's filesystem; and Stat
+//! while another thread commits.
 //!   cargo bench -p rdpull-containerd-snapshotter --bench metadata
 
 use std::collections::BTreeMap;
@@ -121,6 +122,31 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     writes(c, &sn, &js, &mid);
+    stat_while_committing(c, &sn, &mid);
+}
+
+/// Stat while another thread commits without pause: readers do not wait for the writer.
+fn stat_while_committing(c: &mut Criterion, sn: &Snapshotter, mid: &str) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (key, done) = (format!("busy/{i}/active"), format!("busy/{i}/done"));
+                sn.create(Kind::Active, &key, mid, BTreeMap::new()).unwrap();
+                sn.commit(&done, &key, BTreeMap::new(), "").unwrap();
+                sn.remove(&done).unwrap();
+                i += 1;
+            }
+        });
+        let mut g = c.benchmark_group("metadata-10k");
+        g.sample_size(20);
+        g.bench_function("redb/stat-while-committing", |b| {
+            b.iter(|| black_box(sn.stat(mid).unwrap()));
+        });
+        g.finish();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
 }
 
 /// Prepare and Commit (each timed alone) on the stores of 10k snapshots.

@@ -118,7 +118,7 @@ async fn prefetch_uses_spare_streams_only() {
     assert!(got == data);
     let path = FakeRegistry::blob_path("r", &rdpull_testkit::registry::sha256(&data));
     assert_eq!(reg.hits(&path), 16);
-    assert_eq!(reg.sent(&path), data.len());
+    assert_eq!(sent(&reg, &path, data.len()).await, data.len());
 }
 
 /// Prefetched chunks never hold more than the budget's memory, however wide the window.
@@ -158,6 +158,17 @@ async fn prefetch_stays_within_the_memory_budget() {
         );
         // 16 chunks, and the stalled one asked for again from byte 1024.
         assert_eq!(reg.hits(&path), 17);
-        assert_eq!(reg.sent(&path), data.len());
+        assert_eq!(sent(&reg, &path, data.len()).await, data.len());
     }
+}
+
+/// Body bytes the registry sent for `path`, once they reach `want` or 5 s passed: the
+/// server counts a body when its last write returned, which on a loaded machine can be
+/// after the client has read it all.
+async fn sent(reg: &FakeRegistry, path: &str, want: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while reg.sent(path) < want && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    reg.sent(path)
 }
