@@ -53,25 +53,13 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), SnapshotterErro
     }
 }
 
-/// Bytes allocated and inodes used below `path`, each inode counted once (containerd's
-/// `fs.DiskUsage`).
-fn disk_usage(path: &Path) -> Result<Usage, SnapshotterError> {
-    let mut seen = HashSet::new();
-    let mut usage = Usage::default();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let md = std::fs::symlink_metadata(&p).map_err(SnapshotterError::io(p.display()))?;
-        if seen.insert(md.ino()) {
-            usage.inodes += 1;
-            usage.size += i64::try_from(md.blocks() * 512).unwrap_or(i64::MAX);
-        }
-        if md.is_dir() {
-            for e in std::fs::read_dir(&p).map_err(SnapshotterError::io(p.display()))? {
-                stack.push(e.map_err(SnapshotterError::io(p.display()))?.path());
-            }
-        }
+/// Usage as containerd's API gives it.
+fn usage_of(path: &Path) -> Usage {
+    let u = rdpull_snapshot::disk_usage(path);
+    Usage {
+        size: i64::try_from(u.bytes).unwrap_or(i64::MAX),
+        inodes: i64::try_from(u.inodes).unwrap_or(i64::MAX),
     }
-    Ok(usage)
 }
 
 fn remove_dir(dir: &Path) {
@@ -241,7 +229,7 @@ impl Snapshotter {
             });
         }
         let fs = self.fs_dir(&active);
-        let usage = disk_usage(&fs)?;
+        let usage = usage_of(&fs);
         // The files containerd applied are made durable before the snapshot is committed.
         let f = std::fs::File::open(&fs).map_err(SnapshotterError::io(fs.display()))?;
         rustix::fs::syncfs(&f).map_err(|e| SnapshotterError::io(fs.display())(e.into()))?;
@@ -360,7 +348,7 @@ impl Snapshotter {
     pub fn usage(&self, key: &str) -> Result<Usage, SnapshotterError> {
         let r = self.record(key)?;
         match r.kind {
-            Kind::Active => disk_usage(&self.fs_dir(&r)),
+            Kind::Active => Ok(usage_of(&self.fs_dir(&r))),
             _ => Ok(r.usage),
         }
     }
@@ -437,7 +425,7 @@ impl Snapshotter {
         }
         let info = self.store.pin(&format!("{PIN_PREFIX}{layer}"), layer)?;
         let fs = self.store.fs_path(&info);
-        let usage = disk_usage(&fs)?;
+        let usage = usage_of(&fs);
         let now = now_ns();
         let mut labels = labels;
         labels.insert(SNAPSHOT_REF_LABEL.into(), layer.into());

@@ -30,12 +30,19 @@ pub(crate) fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
-/// Bytes allocated to `path` and everything below it, hard links counted once, symlinks
-/// not followed; what cannot be read counts as nothing.
-pub(crate) fn disk_usage(path: &Path) -> u64 {
+/// Space a tree takes: blocks allocated, and inodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// What `path` and everything below it take, hard links counted once, symlinks not
+/// followed (containerd's `fs.DiskUsage`); what cannot be read counts as nothing.
+pub fn disk_usage(path: &Path) -> DiskUsage {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
-    let mut total = 0;
+    let mut total = DiskUsage::default();
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
         let Ok(md) = std::fs::symlink_metadata(&p) else {
@@ -44,7 +51,8 @@ pub(crate) fn disk_usage(path: &Path) -> u64 {
         if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
             continue;
         }
-        total += md.blocks() * 512;
+        total.bytes += md.blocks() * 512;
+        total.inodes += 1;
         if md.is_dir() {
             if let Ok(entries) = std::fs::read_dir(&p) {
                 stack.extend(entries.flatten().map(|e| e.path()));

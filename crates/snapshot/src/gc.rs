@@ -115,7 +115,7 @@ impl Store {
             if !doomed_ids.contains(&id) {
                 report.orphan_dirs += 1;
             }
-            report.bytes_freed += disk_usage(&dir);
+            report.bytes_freed += disk_usage(&dir).bytes;
             remove_dir(&dir)?;
         }
         Ok(())
@@ -144,7 +144,7 @@ impl Store {
             if wanted.contains(&digest) {
                 continue;
             }
-            report.bytes_freed += disk_usage(&path);
+            report.bytes_freed += disk_usage(&path).bytes;
             std::fs::remove_file(&path).map_err(io_err(path.display()))?;
             report.blobs.push(digest);
         }

@@ -86,7 +86,7 @@ impl Store {
                 media_type: layer.media_type.clone(),
                 diff_id: layer.diff_id.clone(),
                 chain_id: chain_id.to_string(),
-                unpacked_size: disk_usage(&dir),
+                unpacked_size: disk_usage(&dir).bytes,
                 snapshot_dir: dir,
                 kept_blob: self
                     .kept_blob(&layer.digest, layer.size)?

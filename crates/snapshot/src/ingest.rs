@@ -205,7 +205,7 @@ impl Store {
             let Some(ingest) = self.ingest(&p.digest, u64::MAX)? else {
                 continue;
             };
-            bytes += disk_usage(&ingest.path);
+            bytes += disk_usage(&ingest.path).bytes;
             ingest.discard()?;
             removed.push(p.digest);
         }
