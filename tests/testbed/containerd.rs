@@ -78,17 +78,22 @@ impl Containerd {
         std::fs::read_to_string(self.dir.join("rdpull.log")).unwrap_or_default()
     }
 
-    /// Committed snapshots of namespace `ns` in rdpull's snapshotter, and the top one
-    /// (the committed snapshot no other is built on; one image per namespace).
-    fn top_snapshot(&self, ns: &str) -> String {
-        let out = stdout(&ok(self.ctr(&[
+    /// `ctr snapshots ls` of rdpull's snapshotter in namespace `ns`.
+    fn snapshots_ls(&self, ns: &str) -> String {
+        stdout(&ok(self.ctr(&[
             "-n",
             ns,
             "snapshots",
             "--snapshotter",
             "rdpull",
             "ls",
-        ])));
+        ])))
+    }
+
+    /// Committed snapshots of namespace `ns` in rdpull's snapshotter, and the top one
+    /// (the committed snapshot no other is built on; one image per namespace).
+    fn top_snapshot(&self, ns: &str) -> String {
+        let out = self.snapshots_ls(ns);
         let rows: Vec<Vec<&str>> = out
             .lines()
             .skip(1)
@@ -156,6 +161,23 @@ impl Containerd {
             stderr(&rm)
         );
         tree
+    }
+
+    /// `ctr run --rm` of an image the CRI pulled (namespace k8s.io), through rdpull's
+    /// snapshotter; must succeed.
+    fn cri_run(&self, image: &str, command: &[&str]) -> Output {
+        let mut args = vec![
+            "-n",
+            "k8s.io",
+            "run",
+            "--rm",
+            "--snapshotter",
+            "rdpull",
+            image,
+            "c1",
+        ];
+        args.extend_from_slice(command);
+        ok(self.ctr(&args))
     }
 
     fn cri_pull(&self, image: &str) -> Result<String, String> {
@@ -317,14 +339,7 @@ fn remote_path_skips_containerds_layer_fetch() {
         assert!(!c.daemon_log().contains("fallback"), "{}", c.daemon_log());
     }
     // The snapshots containerd recorded are rdpull's, named by ChainID.
-    let names = stdout(&ok(c.ctr(&[
-        "-n",
-        "k8s.io",
-        "snapshots",
-        "--snapshotter",
-        "rdpull",
-        "ls",
-    ])));
+    let names = c.snapshots_ls("k8s.io");
     assert_eq!(
         names.lines().count(),
         1 + 1 + layers("multi:latest").len(),
@@ -334,18 +349,10 @@ fn remote_path_skips_containerds_layer_fetch() {
         names.lines().skip(1).all(|l| l.starts_with("sha256:")),
         "{names}"
     );
-    let run = ok(c.ctr(&[
-        "-n",
-        "k8s.io",
-        "run",
-        "--rm",
-        "--snapshotter",
-        "rdpull",
+    let run = c.cri_run(
         &format!("{REG}/debian:bookworm"),
-        "remote-path",
-        "cat",
-        "/etc/os-release",
-    ]));
+        &["cat", "/etc/os-release"],
+    );
     assert!(
         stdout(&run).contains("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\""),
         "{}",
@@ -380,18 +387,7 @@ fn fallback_when_rdpull_cannot_pull() {
         log.contains("fallback: k8s.io/") && log.contains("itself: rdpull's pull failed: "),
         "{log}"
     );
-    let run = ok(c.ctr(&[
-        "-n",
-        "k8s.io",
-        "run",
-        "--rm",
-        "--snapshotter",
-        "rdpull",
-        image,
-        "fallback",
-        "cat",
-        "/etc/debian_version",
-    ]));
+    let run = c.cri_run(image, &["cat", "/etc/debian_version"]);
     assert!(stdout(&run).starts_with("12."), "{}", stdout(&run));
 }
 
@@ -437,14 +433,7 @@ fn containerd_gc_leaves_rdpull_images() {
     ok(c.ctr(&["-n", "gc", "images", "rm", "--sync", &debian]));
     for ns in ["k8s.io", "gc"] {
         wait_until(&format!("containerd's GC of namespace {ns}"), 30, || {
-            let left = stdout(&ok(c.ctr(&[
-                "-n",
-                ns,
-                "snapshots",
-                "--snapshotter",
-                "rdpull",
-                "ls",
-            ])));
+            let left = c.snapshots_ls(ns);
             left.lines().count() == 1
         });
     }
@@ -627,6 +616,23 @@ fn daemon_refusals_and_socket() {
     assert_eq!(
         group,
         "rdpull: error: --socket-group no-such-group: no such group in /etc/group"
+    );
+    let file = t.path().join("not-a-socket");
+    std::fs::write(&file, "").unwrap();
+    let not_socket = fails(
+        command(
+            &other_root,
+            &["snapshotter", "--address", file.to_str().unwrap()],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(
+        not_socket,
+        format!(
+            "rdpull: error: {}: exists and is not a socket",
+            file.display()
+        )
     );
     Command::new("kill")
         .args(["-TERM", &first.id().to_string()])
