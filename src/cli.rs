@@ -362,6 +362,35 @@ pub(crate) struct RunArgs {
     /// Allocate a terminal for the process.
     #[arg(long, short)]
     pub(crate) tty: bool,
+    /// Add a capability to Docker's default set (CAP_ optional, any case; ALL).
+    #[arg(long, value_name = "CAP")]
+    pub(crate) cap_add: Vec<String>,
+    /// Drop a capability from the set (ALL drops every one).
+    #[arg(long, value_name = "CAP")]
+    pub(crate) cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, no masked or read-only paths, /sys and the
+    /// cgroups writable, every device allowed.
+    #[arg(long)]
+    pub(crate) privileged: bool,
+    /// seccomp=unconfined, seccomp=FILE.json (Docker's profile format), or
+    /// no-new-privileges. Default: Docker's default seccomp profile.
+    #[arg(long, value_name = "OPT")]
+    pub(crate) security_opt: Vec<String>,
+    /// Memory limit, e.g. 32m, 1g (at least 6m).
+    #[arg(long, short = 'm', value_name = "BYTES")]
+    pub(crate) memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap); default twice --memory.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) memory_swap: Option<String>,
+    /// CPUs the container may use, e.g. 1.5.
+    #[arg(long, value_name = "N")]
+    pub(crate) cpus: Option<f64>,
+    /// Relative CPU weight (1024 is the default share).
+    #[arg(long, short = 'c', value_name = "N")]
+    pub(crate) cpu_shares: Option<u64>,
+    /// Most processes and threads the container may have (0 or -1: no limit).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub(crate) pids_limit: Option<i64>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]

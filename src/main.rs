@@ -299,7 +299,7 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<ExitCode, BoxError>
                 &g,
                 &image,
                 &dir,
-                options::run(&run, &command),
+                options::run(&run, &command)?,
                 cancel,
             )
             .await?
@@ -321,7 +321,14 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<ExitCode, BoxError>
             image,
             command,
         } => {
-            let opts = options::run(&run, &command);
+            let opts = match options::run(&run, &command) {
+                Ok(opts) => opts,
+                // As every failure of `run` before the container starts: 125.
+                Err(e) => {
+                    fail(e.as_ref());
+                    return Ok(ExitCode::from(125));
+                }
+            };
             let runtime = rdpull_run::Runtime::named(runtime.as_deref());
             return Ok(run_container(store, &g, &image, opts, rm, runtime, cancel).await);
         }

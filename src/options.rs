@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rdpull_fetch::{ChunkPolicy, ClientOptions, Credentials, Platform};
 use rdpull_pipeline::PullOptions;
-use rdpull_run::{Network, RunOptions};
+use rdpull_run::{Network, Resources, RunOptions, SeccompProfile};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Command, Global, NetworkArg, RunArgs};
@@ -93,8 +93,30 @@ pub(crate) fn raise_fd_limit() {
 }
 
 /// The `run` flags as `rdpull-run` takes them.
-pub(crate) fn run(args: &RunArgs, command: &[String]) -> RunOptions {
-    RunOptions {
+pub(crate) fn run(args: &RunArgs, command: &[String]) -> Result<RunOptions, BoxError> {
+    let mut seccomp = SeccompProfile::Default;
+    let mut no_new_privileges = false;
+    for opt in &args.security_opt {
+        // Docker takes `seccomp=X` and the older `seccomp:X`.
+        match opt.split_once(['=', ':']) {
+            Some(("seccomp", "unconfined")) => seccomp = SeccompProfile::Unconfined,
+            Some(("seccomp", file)) if !file.is_empty() => {
+                seccomp = SeccompProfile::File(file.into());
+            }
+            Some(("no-new-privileges", "true")) => no_new_privileges = true,
+            Some(("no-new-privileges", "false")) => no_new_privileges = false,
+            None if opt == "no-new-privileges" => no_new_privileges = true,
+            _ => return Err(rdpull_run::SpecError::SecurityOpt(opt.clone()).into()),
+        }
+    }
+    let resources = Resources::parse(
+        args.memory.as_deref(),
+        args.memory_swap.as_deref(),
+        args.cpus,
+        args.cpu_shares,
+        args.pids_limit,
+    )?;
+    Ok(RunOptions {
         command: command.to_vec(),
         entrypoint: args.entrypoint.clone(),
         env: args.env.clone(),
@@ -107,7 +129,13 @@ pub(crate) fn run(args: &RunArgs, command: &[String]) -> RunOptions {
             NetworkArg::None => Network::None,
         },
         tty: args.tty,
-    }
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        privileged: args.privileged,
+        seccomp,
+        no_new_privileges,
+        resources,
+    })
 }
 
 /// A group named by `--socket-group`: a numeric id, or a name from `/etc/group`.

@@ -42,8 +42,9 @@ fn hosts(hostname: &str) -> String {
 }
 
 /// Write `spec` as `dir/config.json` and the files it bind-mounts (`hostname`, `hosts`,
-/// and the host's `resolv.conf`), and create its working directory in `dir/rootfs`
-/// (0755 root, inside the rootfs whatever symlinks it holds), as Docker creates it.
+/// and the host's `resolv.conf`), after making `dir/rootfs` safe to hand to any runtime
+/// ([`crate::handoff`]): its mount destinations real directories and files, its
+/// working directory made inside it (0755 root), as Docker creates it.
 pub fn write_bundle(dir: &Path, spec: &Spec) -> Result<(), SpecError> {
     let write = |name: &str, data: &[u8]| -> Result<(), SpecError> {
         let path = dir.join(name);
@@ -59,19 +60,9 @@ pub fn write_bundle(dir: &Path, spec: &Spec) -> Result<(), SpecError> {
     write("hosts", hosts(&hostname).as_bytes())?;
     let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
     write("resolv.conf", &resolv)?;
-    if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) {
-        mkdir_in_root(&dir.join("rootfs"), &cwd.to_string_lossy())?;
-    }
+    crate::handoff::secure_rootfs(&dir.join("rootfs"), dir, spec)?;
     let json = serde_json::to_vec_pretty(spec).map_err(|e| SpecError::Spec(e.to_string()))?;
     write("config.json", &json)
-}
-
-/// `mkdir -p rel` inside `root`, each component resolved as if `root` were `/`.
-fn mkdir_in_root(root: &Path, rel: &str) -> Result<(), SpecError> {
-    rdpull_unpack::make_dir_in_root(root, rel.as_bytes()).map_err(|source| SpecError::Rootfs {
-        path: rel.to_string(),
-        source,
-    })
 }
 
 #[cfg(test)]
@@ -88,17 +79,5 @@ mod tests {
         assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(a.short(), &a.as_str()[..12]);
         assert_ne!(a, b);
-    }
-
-    #[test]
-    fn the_workdir_is_made_inside_the_rootfs() {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("rootfs");
-        std::fs::create_dir(&root).unwrap();
-        // A symlink that climbs out resolves inside.
-        std::os::unix::fs::symlink("../../../outside", root.join("up")).unwrap();
-        mkdir_in_root(&root, "/up/work/dir").unwrap();
-        assert!(root.join("outside/work/dir").is_dir());
-        assert!(!t.path().join("outside").exists());
     }
 }

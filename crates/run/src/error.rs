@@ -21,6 +21,44 @@ pub enum SpecError {
     /// `--workdir` or the config's `WorkingDir` is not an absolute path.
     #[error("working directory {0:?} is not an absolute path")]
     RelativeWorkdir(String),
+    /// A path of the image that no runtime may be handed: a mount destination whose
+    /// parent is not a directory, or a directory where a file is bound.
+    #[error("unsafe image path {path}: {why}")]
+    UnsafePath { path: String, why: String },
+    /// The working directory could not be made a directory inside the rootfs.
+    #[error("working directory {path}: {source}")]
+    Workdir {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A uid or gid outside what runtimes accept (runc's 0 to 2^31-1); -1 would mean
+    /// "leave unchanged", i.e. root.
+    #[error("user {user}: uids and gids must be in range 0-{max}", max = crate::user::MAX_ID)]
+    IdOutOfRange { user: String },
+    /// A file the image provides and rdpull reads (`/etc/passwd`) is not a regular file.
+    #[error("rootfs {path}: not a regular file ({kind})")]
+    NotRegular { path: String, kind: &'static str },
+    /// A file the image provides and rdpull reads is larger than it reads.
+    #[error("rootfs {path}: {size} bytes, more than the {max} rdpull reads")]
+    TooLarge { path: String, size: u64, max: u64 },
+    /// The command line and environment exceed what `execve` takes.
+    #[error("exec: {0}")]
+    ArgumentsTooLong(String),
+    /// A resource limit Docker would refuse (`--memory 1k`), naming the flag.
+    #[error("{0}")]
+    InvalidLimit(String),
+    /// `--cap-add` or `--cap-drop` names no capability.
+    #[error("unknown capability: {0:?}")]
+    UnknownCapability(String),
+    /// `--security-opt` that rdpull does not take.
+    #[error(
+        "--security-opt {0:?}: takes seccomp=unconfined, seccomp=FILE.json or no-new-privileges"
+    )]
+    SecurityOpt(String),
+    /// A seccomp profile file that cannot be read or is not Docker's format.
+    #[error("seccomp profile {path}: {why}")]
+    SeccompProfile { path: String, why: String },
     /// Reading or writing a file inside the rootfs.
     #[error("rootfs {path}: {source}")]
     Rootfs {

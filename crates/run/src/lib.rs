@@ -15,15 +15,22 @@
 //! namespaces from a single-threaded helper process, without runc.
 
 mod bundle;
+mod capabilities;
 mod container;
 mod error;
+mod handoff;
 pub mod launch;
+mod resources;
 mod rootfs;
+mod seccomp;
 mod spec;
 mod user;
 
 pub use bundle::{write_bundle, ContainerId};
+pub use capabilities::DEFAULT_CAPABILITIES;
 pub use container::{list_containers, remove_container_by_id, Container, ContainerRecord, Runtime};
 pub use error::{RunError, SpecError};
-pub use spec::{runtime_spec, Network, RunOptions, DEFAULT_CAPABILITIES};
+pub use resources::{parse_bytes, Resources};
+pub use seccomp::SeccompProfile;
+pub use spec::{runtime_spec, Network, RunOptions};
 pub use user::{resolve_user, ExecUser};

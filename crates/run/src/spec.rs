@@ -8,29 +8,13 @@ use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::Spec;
 use serde_json::json;
 
+use crate::capabilities::capabilities;
 use crate::error::SpecError;
+use crate::seccomp::SeccompProfile;
 use crate::user::resolve_user;
 
 /// `PATH` when the image sets none (Docker's).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Docker's default capabilities.
-pub const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 /// Docker's masked paths: hidden behind an empty file or directory.
 const MASKED_PATHS: &[&str] = &[
@@ -82,6 +66,18 @@ pub struct RunOptions {
     pub read_only: bool,
     pub network: Network,
     pub tty: bool,
+    /// `--cap-add`, `--cap-drop`: capability names (`CAP_` optional, any case, `ALL`).
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `--privileged`: every capability, no seccomp filter, no masked or read-only
+    /// paths, `/sys` and the cgroups writable, every device allowed.
+    pub privileged: bool,
+    /// `--security-opt seccomp=...`.
+    pub seccomp: SeccompProfile,
+    /// `--security-opt no-new-privileges`.
+    pub no_new_privileges: bool,
+    /// `--memory`, `--cpus`, `--pids-limit`, ...
+    pub resources: crate::resources::Resources,
 }
 
 /// The runtime spec for running `config`'s image, unpacked at `rootfs` (read for the
@@ -122,8 +118,13 @@ pub fn runtime_spec(
     )?;
     // A process that is not root starts with no effective or permitted capabilities
     // (the kernel's rule for a setuid to non-root); the bounding set stays Docker's.
-    let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
+    let caps = capabilities(&opts.cap_add, &opts.cap_drop, opts.privileged)?;
     let running_caps = if user.uid == 0 { caps.clone() } else { vec![] };
+    let seccomp = if opts.privileged {
+        None
+    } else {
+        crate::seccomp::for_container(&opts.seccomp, &caps)?
+    };
     let spec = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -138,19 +139,21 @@ pub fn runtime_spec(
                 "permitted": running_caps,
             },
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": false,
+            "noNewPrivileges": opts.no_new_privileges,
         },
         "root": {"path": "rootfs", "readonly": opts.read_only},
         "hostname": hostname,
-        "mounts": mounts(opts.read_only),
-        "linux": linux(opts.network),
+        "mounts": mounts(opts.read_only, opts.privileged),
+        "linux": linux(opts, seccomp),
     });
     serde_json::from_value(spec).map_err(|e| SpecError::Spec(e.to_string()))
 }
 
 /// Namespaces (the host's network unless `--network none`), the device cgroup (deny all
-/// but the runtime's defaults), masked and read-only paths.
-fn linux(network: Network) -> serde_json::Value {
+/// but the runtime's defaults, unless privileged), masked and read-only paths (none
+/// when privileged), the seccomp filter.
+fn linux(opts: &RunOptions, seccomp: Option<serde_json::Value>) -> serde_json::Value {
+    let network = opts.network;
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
@@ -160,12 +163,22 @@ fn linux(network: Network) -> serde_json::Value {
     if network == Network::None {
         namespaces.push(json!({"type": "network"}));
     }
-    json!({
+    let (masked, readonly): (&[&str], &[&str]) = if opts.privileged {
+        (&[], &[])
+    } else {
+        (MASKED_PATHS, READONLY_PATHS)
+    };
+    let mut linux = json!({
         "namespaces": namespaces,
-        "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-        "maskedPaths": MASKED_PATHS,
-        "readonlyPaths": READONLY_PATHS,
-    })
+        "resources": {"devices": [{"allow": opts.privileged, "access": "rwm"}]},
+        "maskedPaths": masked,
+        "readonlyPaths": readonly,
+    });
+    if let Some(seccomp) = seccomp {
+        linux["seccomp"] = seccomp;
+    }
+    opts.resources.to_spec(&mut linux["resources"]);
+    linux
 }
 
 /// Entrypoint and Cmd with the overrides `docker run` applies.
@@ -237,7 +250,9 @@ fn environment(
 }
 
 /// containerd's default mounts, and the container's own `/etc` files from the bundle.
-fn mounts(read_only: bool) -> serde_json::Value {
+/// `/sys` and the cgroups are read-only unless privileged.
+fn mounts(read_only: bool, privileged: bool) -> serde_json::Value {
+    let ro = if privileged { "rw" } else { "ro" };
     let etc = |name: &str| {
         let mut options = vec!["rbind", "rprivate"];
         if read_only {
@@ -251,8 +266,8 @@ fn mounts(read_only: bool) -> serde_json::Value {
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", ro]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", ro]},
         etc("hostname"),
         etc("hosts"),
         etc("resolv.conf"),

@@ -2,10 +2,7 @@
 //! image's own `/etc/passwd` and `/etc/group`, read inside the rootfs (symlinks resolve
 //! as if the rootfs were `/`, so an image cannot make rdpull read a host file).
 
-use std::io::Read;
 use std::path::Path;
-
-use rustix::fs::OFlags;
 
 use crate::error::SpecError;
 use crate::rootfs::RootDir;
@@ -34,24 +31,25 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
-/// Read `rel` (e.g. `etc/passwd`) inside `rootfs`; a missing file is empty.
+/// The largest uid or gid a container may get: runc's bound (2^31 - 1). Above it lies
+/// 4294967295, which `setuid` takes as "leave unchanged", i.e. root.
+pub(crate) const MAX_ID: u32 = i32::MAX as u32;
+
+/// How much of `/etc/passwd` or `/etc/group` rdpull reads; a larger file is refused.
+const MAX_ACCOUNT_FILE: u64 = 16 << 20;
+
+/// Read `rel` (e.g. `etc/passwd`) inside `rootfs`: missing is empty, anything but a
+/// regular file of at most [`MAX_ACCOUNT_FILE`] is refused; bytes that are not UTF-8
+/// are read as U+FFFD (names compare as they are otherwise).
 fn read_in_root(rootfs: &Path, rel: &str) -> Result<String, SpecError> {
-    let err = |source: std::io::Error| SpecError::Rootfs {
-        path: format!("/{rel}"),
+    let root = RootDir::open(rootfs).map_err(|source| SpecError::Rootfs {
+        path: rootfs.display().to_string(),
         source,
-    };
-    let root = RootDir::open(rootfs).map_err(err)?;
-    let fd = match root.open_in(rel, OFlags::RDONLY) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(String::new()),
-        Err(e) => return Err(err(e.into())),
-    };
-    let mut text = String::new();
-    std::fs::File::from(fd)
-        .take(16 << 20)
-        .read_to_string(&mut text)
-        .map_err(err)?;
-    Ok(text)
+    })?;
+    let bytes = root
+        .read_regular(rel, MAX_ACCOUNT_FILE)?
+        .unwrap_or_default();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn passwd(text: &str) -> Vec<PasswdEntry> {
@@ -89,35 +87,70 @@ fn groups(text: &str) -> Vec<GroupEntry> {
         .collect()
 }
 
+/// A part of `--user` that is a number (`-1` and `99999999999` included): its value if
+/// it is a valid id, the range error if it is not; `None` for a name.
+fn numeric_id(part: &str, spec: &str) -> Result<Option<u32>, SpecError> {
+    let digits = part.strip_prefix('-').unwrap_or(part);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    match part.parse::<u32>() {
+        Ok(id) if id <= MAX_ID => Ok(Some(id)),
+        _ => Err(SpecError::IdOutOfRange {
+            user: spec.to_string(),
+        }),
+    }
+}
+
 /// Resolve `spec` (`name`, `uid`, `uid:gid`, `name:group`, …; empty is root) against
-/// the image's files in `rootfs`, as Docker does.
+/// the image's files in `rootfs`, as Docker does. Every id must be within
+/// [`MAX_ID`], whether given or read from the image's files.
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ExecUser, SpecError> {
+    let resolved = resolve(rootfs, spec)?;
+    let ids = [resolved.uid, resolved.gid];
+    if ids
+        .iter()
+        .chain(&resolved.additional_gids)
+        .any(|id| *id > MAX_ID)
+    {
+        return Err(SpecError::IdOutOfRange {
+            user: spec.to_string(),
+        });
+    }
+    Ok(resolved)
+}
+
+fn resolve(rootfs: &Path, spec: &str) -> Result<ExecUser, SpecError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
+    let numeric_uid = numeric_id(user, spec)?;
+    if let Some(g) = group {
+        numeric_id(g, spec)?;
+    }
     let users = passwd(&read_in_root(rootfs, "etc/passwd")?);
-    let found = match user.parse::<u32>() {
+    let found = match numeric_uid {
         _ if user.is_empty() => users.iter().find(|p| p.uid == 0),
-        Ok(uid) => users.iter().find(|p| p.uid == uid),
-        Err(_) => Some(
+        Some(uid) => users.iter().find(|p| p.uid == uid),
+        None => Some(
             users
                 .iter()
                 .find(|p| p.name == user)
                 .ok_or_else(|| SpecError::UnknownUser(user.to_string()))?,
         ),
     };
-    let uid = match (found, user.parse::<u32>()) {
+    let uid = match (found, numeric_uid) {
         (Some(p), _) => p.uid,
-        (None, Ok(uid)) => uid,
-        (None, Err(_)) => 0,
+        (None, Some(uid)) => uid,
+        (None, None) => 0,
     };
     let all_groups = groups(&read_in_root(rootfs, "etc/group")?);
     let gid = match group {
         None | Some("") => found.map_or(0, |p| p.gid),
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => {
+        Some(g) => match numeric_id(g, spec)? {
+            Some(gid) => gid,
+            None => {
                 all_groups
                     .iter()
                     .find(|e| e.name == g)
@@ -188,6 +221,65 @@ mod tests {
         assert_eq!(
             r("root:ghosts").unwrap_err().to_string(),
             "unable to find group ghosts: no matching entries in group file"
+        );
+    }
+
+    #[test]
+    fn ids_outside_runcs_range_are_refused_wherever_they_come_from() {
+        let t = rootfs();
+        let r = |s: &str| resolve_user(t.path(), s).map(|u| u.uid);
+        let refused = |s: &str| format!("user {s}: uids and gids must be in range 0-2147483647");
+        for bad in [
+            "4294967295",
+            "-1",
+            "2147483648",
+            "99999999999999999999",
+            "0:4294967295",
+            "0:-5",
+        ] {
+            assert_eq!(r(bad).unwrap_err().to_string(), refused(bad), "{bad}");
+        }
+        assert_eq!(r("2147483647").unwrap(), 2147483647);
+        assert_eq!(r("65536").unwrap(), 65536);
+        std::fs::write(
+            t.path().join("etc/passwd"),
+            "evil:x:4294967295:0::/:/bin/sh\nroot:x:0:0::/root:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(r("evil").unwrap_err().to_string(), refused("evil"));
+        assert_eq!(r("").unwrap(), 0);
+    }
+
+    #[test]
+    fn account_files_must_be_small_regular_files_and_may_hold_any_bytes() {
+        let t = rootfs();
+        let passwd = t.path().join("etc/passwd");
+        std::fs::write(
+            &passwd,
+            b"r\xffoot:x:0:0::/root:/bin/sh\nu:x:7:7::/h\xfe:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(resolve_user(t.path(), "u").unwrap().home, "/h\u{fffd}");
+        std::fs::remove_file(&passwd).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &passwd,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        // A FIFO with no writer would block a reader forever; it is never opened.
+        assert_eq!(
+            resolve_user(t.path(), "").unwrap_err().to_string(),
+            "rootfs /etc/passwd: not a regular file (a FIFO)"
+        );
+        std::fs::remove_file(&passwd).unwrap();
+        let big = std::fs::File::create(&passwd).unwrap();
+        big.set_len(MAX_ACCOUNT_FILE + 1).unwrap();
+        assert_eq!(
+            resolve_user(t.path(), "").unwrap_err().to_string(),
+            "rootfs /etc/passwd: 16777217 bytes, more than the 16777216 rdpull reads"
         );
     }
 

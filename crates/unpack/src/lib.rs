@@ -31,4 +31,4 @@ pub use error::UnpackError;
 pub use layer::{unpack_layer, LayerDescriptor};
 pub use lower::{settle_on_lowers, LowerRefs};
 pub use path::clean as clean_path;
-pub use root::{make_dir_in_root, remove_all};
+pub use root::remove_all;

@@ -261,14 +261,6 @@ pub(crate) enum Previous {
     Other(FileType),
 }
 
-/// `mkdir -p rel` inside `root` (0755 for what it creates), every component resolved as
-/// if `root` were `/`: symlinks, absolute or dangling, lead to directories inside it.
-pub fn make_dir_in_root(root: &Path, rel: &[u8]) -> io::Result<()> {
-    LayerRoot::open(root)?
-        .dir(&crate::path::clean(rel))
-        .map(drop)
-}
-
 /// Remove whatever is at `parent/name` (recursively for a directory), unless it is a
 /// directory and `keep_dir` is set. Reports what was there.
 pub(crate) fn clear_slot(parent: &impl AsFd, name: &[u8], keep_dir: bool) -> io::Result<Previous> {

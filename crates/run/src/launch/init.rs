@@ -18,6 +18,7 @@ use oci_spec::runtime::Spec;
 
 use super::cgroup::Cgroups;
 use super::report::{Context, Failure, Step};
+use super::seccomp::Filter;
 use super::{forwarded_signals, mounts, process, tty};
 
 /// What the container's init needs from the launcher.
@@ -32,6 +33,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) joined: OwnedFd,
     /// Under `-t`, the socket to send the pty's master to the launcher on.
     pub(crate) console_socket: Option<OwnedFd>,
+    /// The seccomp filter for the command, compiled.
+    pub(crate) seccomp: Option<&'a Filter>,
     pub(crate) report: File,
 }
 
@@ -51,7 +54,7 @@ pub(crate) fn container_init(mut s: Setup<'_>) -> ! {
     // SAFETY: the launcher is single-threaded, so the child may run any code.
     #[allow(unsafe_code)]
     match unsafe { nix::unistd::fork() } {
-        Ok(ForkResult::Child) => process::exec_command(&process, tty, s.report),
+        Ok(ForkResult::Child) => process::exec_command(&process, tty, s.seccomp, s.report),
         Ok(ForkResult::Parent { child }) => {
             drop(s.report);
             drop(tty);

@@ -18,15 +18,15 @@
 //!
 //! A failing step in either container process is reported over a close-on-exec pipe
 //! as the step and its errno (`report`); the launcher prints it as one line and exits
-//! 125, 126 or 127 from it. It does not load a seccomp filter, join namespaces by path,
-//! make user namespaces or apply resource limits other than rlimits and the device
-//! rules.
+//! 125, 126 or 127 from it. The command runs under the spec's seccomp filter
+//! (`seccomp`). The launcher does not join namespaces by path or make user namespaces.
 
 mod cgroup;
 mod init;
 mod mounts;
 mod process;
 mod report;
+mod seccomp;
 mod tty;
 
 use std::fs::File;
@@ -83,6 +83,12 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
     let (spec, rootfs) = load(bundle)?;
     let (new_pid, namespaces) = namespaces(&spec)?;
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    let seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(seccomp::compile)
+        .transpose()?;
     let cgroups = cgroup::Cgroups::create(id)?;
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(Step::Fork, "report pipe")?;
@@ -111,6 +117,7 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
                 namespaces,
                 joined: joined_r,
                 console_socket: console.map(|(_, theirs)| theirs),
+                seccomp: seccomp.as_ref(),
                 report: File::from(report_w),
             })
         }

@@ -3,7 +3,8 @@
 //! them, rlimits, then the credentials in the order that keeps the spec's capabilities
 //! (bounding set while still root, groups, gid, uid with capabilities kept, the
 //! effective, permitted, inheritable and ambient sets), `no_new_privileges`, the umask,
-//! the working directory and `execve` with the spec's environment, searching its `PATH`.
+//! the working directory, the seccomp filter (first instead when loading it needs
+//! `CAP_SYS_ADMIN`) and `execve` with the spec's environment, searching its `PATH`.
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -19,19 +20,29 @@ use oci_spec::runtime::{LinuxCapabilities, PosixRlimit, Process};
 use rustix::process::{Resource, Rlimit};
 
 use super::report::{Context, Failure, Step};
+use super::seccomp::Filter;
 use crate::spec::command_candidates;
 
 /// Become the container's command. Never returns: on failure the report is sent and
 /// the process exits with the failure's code.
-pub(crate) fn exec_command(process: &Process, tty: Option<OwnedFd>, mut report: File) -> ! {
-    let failure = match set_up(process, tty) {
+pub(crate) fn exec_command(
+    process: &Process,
+    tty: Option<OwnedFd>,
+    seccomp: Option<&Filter>,
+    mut report: File,
+) -> ! {
+    let failure = match set_up(process, tty, seccomp) {
         Ok(()) => exec(process),
         Err(f) => f,
     };
     failure.send_and_exit(&mut report)
 }
 
-fn set_up(process: &Process, tty: Option<OwnedFd>) -> Result<(), Failure> {
+fn set_up(
+    process: &Process,
+    tty: Option<OwnedFd>,
+    seccomp: Option<&Filter>,
+) -> Result<(), Failure> {
     // The launcher blocks the signals it forwards, and Rust ignores SIGPIPE; a new
     // program gets neither.
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
@@ -56,6 +67,12 @@ fn set_up(process: &Process, tty: Option<OwnedFd>) -> Result<(), Failure> {
     let caps = process.capabilities().clone().unwrap_or_default();
     let user = process.user();
     drop_bounding(&caps)?;
+    let no_new_privileges = process.no_new_privileges() == Some(true);
+    // Without no_new_privileges, loading a filter takes CAP_SYS_ADMIN: load it while
+    // this process still has it.
+    if let (Some(filter), false) = (seccomp, no_new_privileges) {
+        filter.load()?;
+    }
     let gids: Vec<Gid> = user
         .additional_gids()
         .iter()
@@ -69,13 +86,17 @@ fn set_up(process: &Process, tty: Option<OwnedFd>) -> Result<(), Failure> {
     nix::unistd::setresuid(uid, uid, uid).step(Step::User, &format!("uid {uid}"))?;
     rustix::thread::set_keep_capabilities(false).step(Step::User, "keep capabilities")?;
     set_capabilities(&caps)?;
-    if process.no_new_privileges() == Some(true) {
+    if no_new_privileges {
         rustix::thread::set_no_new_privs(true).step(Step::NoNewPrivileges, "")?;
     }
     let umask = user.umask().unwrap_or(0o022);
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask));
     let cwd = process.cwd().to_string_lossy().into_owned();
-    rustix::process::chdir(&*cwd).step(Step::Cwd, &cwd)
+    rustix::process::chdir(&*cwd).step(Step::Cwd, &cwd)?;
+    match (seccomp, no_new_privileges) {
+        (Some(filter), true) => filter.load(),
+        _ => Ok(()),
+    }
 }
 
 /// An fd number for dup2's target; never closed (it is stdin, stdout or stderr).
