@@ -163,6 +163,11 @@ fn linux(opts: &RunOptions, seccomp: Option<serde_json::Value>) -> serde_json::V
     if network == Network::None {
         namespaces.push(json!({"type": "network"}));
     }
+    // Docker's default on a cgroup v2 host: the container sees its own cgroup as the
+    // root of `/sys/fs/cgroup` and of `/proc/self/cgroup`.
+    if cgroup_v2_only() {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
     let (masked, readonly): (&[&str], &[&str]) = if opts.privileged {
         (&[], &[])
     } else {
@@ -179,6 +184,12 @@ fn linux(opts: &RunOptions, seccomp: Option<serde_json::Value>) -> serde_json::V
     }
     opts.resources.to_spec(&mut linux["resources"]);
     linux
+}
+
+/// Is `/sys/fs/cgroup` a cgroup2 mount (a v2-only host, not a v1 or hybrid one)?
+pub(crate) fn cgroup_v2_only() -> bool {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    rustix::fs::statfs("/sys/fs/cgroup").is_ok_and(|s| s.f_type as i64 == CGROUP2_SUPER_MAGIC)
 }
 
 /// Entrypoint and Cmd with the overrides `docker run` applies.

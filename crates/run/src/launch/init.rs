@@ -40,15 +40,20 @@ pub(crate) struct Setup<'a> {
 
 /// Run as the container's PID 1 (just forked, single-threaded, signals blocked).
 pub(crate) fn container_init(mut s: Setup<'_>) -> ! {
+    // A cgroup namespace is rooted where this process is when it is made: it waits for
+    // the move into the container's cgroups (none when cloned into it).
+    let cgroup_namespace = s.namespaces.contains(CloneFlags::CLONE_NEWCGROUP);
+    if cgroup_namespace {
+        wait_until_joined(&s);
+    }
     let tty = match enter(&s).and_then(|()| console(&s)) {
         Ok(tty) => tty,
         Err(f) => f.send_and_exit(&mut s.report),
     };
     // Nothing runs the command before the launcher has moved this process into the
-    // container's cgroups (and so under its device rules); if it could not, it says so.
-    let mut joined = [0u8; 1];
-    if !matches!(rustix::io::read(&s.joined, &mut joined), Ok(1)) {
-        std::process::exit(125);
+    // container's cgroups (and so under its device rules).
+    if !cgroup_namespace {
+        wait_until_joined(&s);
     }
     let process = s.spec.process().clone().unwrap_or_default();
     // SAFETY: the launcher is single-threaded, so the child may run any code.
@@ -61,6 +66,15 @@ pub(crate) fn container_init(mut s: Setup<'_>) -> ! {
             supervise(child)
         }
         Err(e) => Failure::new(Step::Fork, "command", e).send_and_exit(&mut s.report),
+    }
+}
+
+/// Wait for the launcher's word that this process is in the container's cgroups; if it
+/// could not move it, it says why itself, and this process ends.
+fn wait_until_joined(s: &Setup<'_>) {
+    let mut joined = [0u8; 1];
+    if !matches!(rustix::io::read(&s.joined, &mut joined), Ok(1)) {
+        std::process::exit(125);
     }
 }
 

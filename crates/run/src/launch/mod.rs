@@ -89,7 +89,7 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
         .and_then(|l| l.seccomp().as_ref())
         .map(seccomp::compile)
         .transpose()?;
-    let cgroups = cgroup::Cgroups::create(id)?;
+    let cgroups = cgroup::Cgroups::create(id, &spec)?;
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(Step::Fork, "report pipe")?;
     let console = terminal.then(console_sockets).transpose()?;
@@ -103,10 +103,8 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
     if new_pid {
         nix::sched::unshare(CloneFlags::CLONE_NEWPID).step(Step::Namespaces, "pid")?;
     }
-    // SAFETY: this process is single-threaded (the caller's contract), so the child may
-    // run any code.
-    #[allow(unsafe_code)]
-    let child = match unsafe { nix::unistd::fork() }.step(Step::Fork, "container")? {
+    let (forked, in_cgroup) = fork_into(cgroups.clone_target()).step(Step::Fork, "container")?;
+    let child = match forked {
         ForkResult::Child => {
             drop((signal_fd, report_r, joined_w));
             init::container_init(init::Setup {
@@ -125,8 +123,14 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
     };
     drop((report_w, joined_r));
     // The move into the cgroups waits for an RCU grace period (the kernel's threadgroup
-    // lock), the launcher's largest cost: it runs while PID 1 builds the root.
-    if let Err(f) = cgroups.add(child.as_raw()) {
+    // lock), the launcher's largest cost: it runs while PID 1 builds the root. A PID 1
+    // cloned into its cgroup needs no move.
+    let moved = if in_cgroup {
+        Ok(())
+    } else {
+        cgroups.add(child.as_raw())
+    };
+    if let Err(f) = moved {
         let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
         // A PID 1 that failed first is gone (ESRCH here): its report is the cause.
@@ -136,11 +140,75 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
     let _ = rustix::io::write(&joined_w, b"j");
     drop(joined_w);
     let code = wait_for(child, &signal_fd, console);
+    if code == 128 + Signal::SIGKILL as i32 && cgroups.oom_killed() {
+        eprintln!(
+            "rdpull: the container reached its memory limit: the kernel's OOM killer killed it"
+        );
+    }
     drop(cgroups);
     match report::Failure::receive(&mut File::from(report_r)) {
         Some(f) => Err(f),
         None => Ok(code),
     }
+}
+
+/// `clone3`'s arguments (`struct clone_args`, as of Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Fork the container's PID 1: straight into the cgroup `into` with
+/// `clone3(CLONE_INTO_CGROUP)` when there is one and the kernel has it (5.7+); returns
+/// whether it was. Like `fork`, the child goes on with a copy of this process.
+fn fork_into(into: Option<&OwnedFd>) -> Result<(ForkResult, bool), Errno> {
+    if let Some(cgroup) = into {
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: Signal::SIGCHLD as u64,
+            cgroup: std::os::fd::AsRawFd::as_raw_fd(cgroup) as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: without CLONE_VM this is a fork: the child gets its own copy of the
+        // address space and continues on its copy of this stack. This process is
+        // single-threaded (the caller's contract), so no lock is held by a thread the
+        // child lacks; glibc (2.34+) asks the kernel for the thread id it signals.
+        #[allow(unsafe_code)]
+        let ret = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match Errno::result(ret) {
+            Ok(0) => return Ok((ForkResult::Child, true)),
+            Ok(pid) => {
+                let child = Pid::from_raw(pid as i32);
+                return Ok((ForkResult::Parent { child }, true));
+            }
+            // Before 5.7 (no CLONE_INTO_CGROUP) or 5.3 (no clone3): fork, then move.
+            Err(Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // SAFETY: this process is single-threaded (the caller's contract), so the child may
+    // run any code.
+    #[allow(unsafe_code)]
+    unsafe { nix::unistd::fork() }.map(|r| (r, false))
 }
 
 /// The bundle's spec and the absolute path of its rootfs.

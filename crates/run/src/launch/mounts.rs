@@ -124,7 +124,7 @@ pub(crate) fn build_root(
     let root = RootDir::open(rootfs).map_err(|e| Failure::new(Step::Mount, &what, e))?;
     for m in spec.mounts().iter().flatten() {
         if m.typ().as_deref() == Some("cgroup") {
-            mount_cgroups(&root, m, cgroups)?;
+            mount_cgroups(&root, m, cgroups, cgroup_namespace(spec))?;
         } else {
             mount_one(&root, m, bundle)?;
         }
@@ -198,11 +198,28 @@ fn mount_one(root: &RootDir, m: &Mount, bundle: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Does the container get a cgroup namespace of its own?
+fn cgroup_namespace(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|n| {
+            n.iter()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Cgroup)
+        })
+}
+
 /// `/sys/fs/cgroup` as runc makes it on a v1 host: a tmpfs with each hierarchy's
 /// container directory bound read-only under the host's name for it (and a symlink per
-/// controller of a shared one, `cpu -> cpu,cpuacct`). On a v2-only host, the container's
-/// v2 directory bound read-only.
-fn mount_cgroups(root: &RootDir, m: &Mount, cgroups: &Cgroups) -> Result<(), Failure> {
+/// controller of a shared one, `cpu -> cpu,cpuacct`). On a v2-only host, a cgroup2
+/// mount made in the container's cgroup namespace (its root is the container's cgroup),
+/// or without one the container's v2 directory bound read-only.
+fn mount_cgroups(
+    root: &RootDir,
+    m: &Mount,
+    cgroups: &Cgroups,
+    namespace: bool,
+) -> Result<(), Failure> {
     let dest = m.destination().to_string_lossy().into_owned();
     let opts = MountOptions::parse(&m.options().clone().unwrap_or_default());
     let what = format!("{dest} (cgroup)");
@@ -216,6 +233,16 @@ fn mount_cgroups(root: &RootDir, m: &Mount, cgroups: &Cgroups) -> Result<(), Fai
         let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags;
         mount(NONE, &fd_path(&top), NONE, remount, NONE).step(Step::Mount, path)
     };
+    if v1.is_empty() && namespace {
+        return mount(
+            Some("cgroup2"),
+            &fd_path(&target),
+            Some("cgroup2"),
+            opts.flags,
+            NONE,
+        )
+        .step(Step::Mount, &what);
+    }
     if v1.is_empty() {
         if let Some(h) = cgroups.hierarchies.first() {
             bind_ro(&h.dir, &target, &dest)?;

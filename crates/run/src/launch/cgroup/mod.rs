@@ -1,18 +1,27 @@
 //! The container's cgroups: a child named for the container under the launcher's own
-//! cgroup in every hierarchy (as runc does for a relative `cgroupsPath`), the device
-//! rules of runc's default list in the v1 `devices` controller, and the read-only binds
-//! that make up the container's `/sys/fs/cgroup`.
+//! cgroup in every hierarchy (as runc does for a relative `cgroupsPath`), with the
+//! spec's resource limits (`limits`) and the device allow-list (runc's default list, or
+//! everything under `--privileged`).
 //!
+//! On a v1 or hybrid host the allow-list is the v1 `devices` controller's
+//! (`devices.deny`, `devices.allow`). On a cgroup v2-only host it is an eBPF program
+//! attached to the container's cgroup (`device_filter`), and the container's PID 1 is
+//! cloned straight into that cgroup (`CLONE_INTO_CGROUP`), so no process is moved.
 //! The device rules are what keeps a container's root, which has `CAP_MKNOD`, from
-//! making and opening a node for a host disk. On a cgroup v2-only host they would need
-//! an eBPF program, which this launcher does not load: it refuses such hosts (runc and
-//! crun serve them through `--runtime`).
+//! making and opening a node for a host disk.
 
+mod device_filter;
+mod limits;
+
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use oci_spec::runtime::{LinuxResources, Spec};
+use rustix::fs::{Mode, OFlags};
 
 use super::report::{Context, Failure, Step};
+use device_filter::DeviceRule;
 
 /// Devices a container may use: mknod of any, and read/write of the standard nodes,
 /// pseudo-terminals and tun (runc's default list).
@@ -54,6 +63,10 @@ impl Hierarchy {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     }
+
+    fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
 }
 
 /// The container's cgroups; removed on drop (the container's processes are gone by
@@ -61,23 +74,57 @@ impl Hierarchy {
 #[derive(Debug)]
 pub(crate) struct Cgroups {
     pub(crate) hierarchies: Vec<Hierarchy>,
+    /// On a v2-only host, the container's cgroup opened, for `CLONE_INTO_CGROUP`.
+    v2_only: Option<OwnedFd>,
     /// How often to try again a removal refused as busy, 10 ms apart.
     retries: u32,
 }
 
+/// Does the spec allow every device (`--privileged`): its last rule allows all?
+fn allows_all_devices(resources: Option<&LinuxResources>) -> bool {
+    resources
+        .and_then(|r| r.devices().as_ref())
+        .and_then(|d| d.last())
+        .is_some_and(|d| {
+            d.allow() && d.typ().is_none() && d.major().is_none() && d.minor().is_none()
+        })
+}
+
+fn device_rules(all: bool) -> Vec<DeviceRule> {
+    let lines: &[&str] = if all { &["a"] } else { ALLOWED_DEVICES };
+    lines.iter().filter_map(|l| DeviceRule::parse(l)).collect()
+}
+
 impl Cgroups {
     /// Make the container's cgroup `name` in every hierarchy the host mounts, with the
-    /// device rules set. Nothing is left made on failure.
-    pub(crate) fn create(name: &str) -> Result<Cgroups, Failure> {
+    /// spec's limits and device rules set. Nothing is left made on failure.
+    pub(crate) fn create(name: &str, spec: &Spec) -> Result<Cgroups, Failure> {
         let own =
             std::fs::read_to_string("/proc/self/cgroup").step(Step::Cgroup, "/proc/self/cgroup")?;
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .step(Step::Cgroup, "/proc/self/mountinfo")?;
         let mut made = Cgroups {
             hierarchies: Vec::new(),
+            v2_only: None,
             retries: 100,
         };
-        for h in hierarchies(&mountinfo, &own, name) {
+        let found = hierarchies(&mountinfo, &own, name);
+        let v1 = found.iter().any(|h| h.has("devices"));
+        if !v1 && !found.iter().any(Hierarchy::is_v2) {
+            return Err(Failure::new(
+                Step::Cgroup,
+                "no cgroup hierarchy is mounted",
+                Errno::ENOTSUP,
+            ));
+        }
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        let limits = resources
+            .map(|r| limits::limit_files(r, !v1))
+            .unwrap_or_default();
+        for h in found {
+            if h.is_v2() && !v1 {
+                enable_controllers(&h, &limits)?;
+            }
             std::fs::create_dir(&h.dir)
                 .or_else(|e| match e.kind() {
                     std::io::ErrorKind::AlreadyExists => Ok(()),
@@ -86,19 +133,27 @@ impl Cgroups {
                 .map_err(|e| Failure::new(Step::Cgroup, h.dir.display().to_string(), e))?;
             made.hierarchies.push(h);
         }
-        if !made
-            .hierarchies
-            .iter()
-            .any(|h| h.controllers.iter().any(|c| c == "devices"))
-        {
-            return Err(Failure::new(
-                Step::Cgroup,
-                "devices (no cgroup v1 devices controller; use --runtime runc or crun)",
-                Errno::ENOTSUP,
-            ));
-        }
+        let all_devices = allows_all_devices(resources);
         for h in &made.hierarchies {
-            h.configure()?;
+            h.configure(all_devices)?;
+            h.write_limits(&limits, v1)?;
+        }
+        if !v1 {
+            let h = made
+                .hierarchies
+                .iter()
+                .find(|h| h.is_v2())
+                .expect("a v2 hierarchy");
+            let what = h.dir.display().to_string();
+            let dir = rustix::fs::open(
+                &h.dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .step(Step::Cgroup, &what)?;
+            device_filter::attach(dir.as_fd(), &device_rules(all_devices))
+                .map_err(|e| Failure::new(Step::Cgroup, format!("{what} (device filter)"), e))?;
+            made.v2_only = Some(dir);
         }
         Ok(made)
     }
@@ -114,8 +169,14 @@ impl Cgroups {
         );
         Cgroups {
             hierarchies: found.into_iter().filter(|h| h.dir.exists()).collect(),
+            v2_only: None,
             retries: 0,
         }
+    }
+
+    /// On a v2-only host, the container's cgroup, to clone PID 1 into.
+    pub(crate) fn clone_target(&self) -> Option<&OwnedFd> {
+        self.v2_only.as_ref()
     }
 
     /// Move process `pid` (with its threads) into every hierarchy's directory.
@@ -125,12 +186,54 @@ impl Cgroups {
         }
         Ok(())
     }
+
+    /// Did the kernel's OOM killer kill a process of the container (its memory limit)?
+    pub(crate) fn oom_killed(&self) -> bool {
+        self.hierarchies.iter().any(|h| {
+            let file = if h.is_v2() {
+                "memory.events"
+            } else {
+                "memory.oom_control"
+            };
+            std::fs::read_to_string(h.dir.join(file)).is_ok_and(|text| {
+                text.lines().any(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .is_some_and(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+                })
+            })
+        })
+    }
+}
+
+/// Make the controllers the limits need available to the container's cgroup: listed in
+/// its parent's `cgroup.subtree_control`.
+fn enable_controllers(h: &Hierarchy, limits: &[limits::LimitFile]) -> Result<(), Failure> {
+    let parent = h.dir.parent().unwrap_or(&h.dir);
+    let mut wanted: Vec<&str> = limits.iter().map(|l| l.controller).collect();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let available = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+    for c in wanted {
+        if !available.split_whitespace().any(|a| a == c) {
+            return Err(Failure::new(
+                Step::Cgroup,
+                format!(
+                    "{} (the {c} controller is not available there)",
+                    parent.display()
+                ),
+                Errno::ENOTSUP,
+            ));
+        }
+        write(&parent.join("cgroup.subtree_control"), &format!("+{c}"))?;
+    }
+    Ok(())
 }
 
 impl Hierarchy {
-    fn configure(&self) -> Result<(), Failure> {
-        let has = |c: &str| self.controllers.iter().any(|x| x == c);
-        if has("cpuset") {
+    fn configure(&self, all_devices: bool) -> Result<(), Failure> {
+        if self.has("cpuset") {
             // A new cpuset has no cpus or mems, and nothing can join it until it does.
             let parent = self.dir.parent().unwrap_or(&self.dir);
             for file in ["cpuset.cpus", "cpuset.mems"] {
@@ -140,11 +243,31 @@ impl Hierarchy {
                 write(&self.dir.join(file), value.trim())?;
             }
         }
-        if has("devices") {
+        if self.has("devices") {
             write(&self.dir.join("devices.deny"), "a")?;
-            for rule in ALLOWED_DEVICES {
+            let rules: &[&str] = if all_devices { &["a"] } else { ALLOWED_DEVICES };
+            for rule in rules {
                 write(&self.dir.join("devices.allow"), rule)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Write the limit files this hierarchy owns: the v1 controller's, or on a v2-only
+    /// host all of them. A swap limit where the kernel keeps no swap account is left
+    /// out, as runc leaves it.
+    fn write_limits(&self, limits: &[limits::LimitFile], v1_host: bool) -> Result<(), Failure> {
+        for l in limits {
+            let mine = if v1_host {
+                self.has(l.controller)
+            } else {
+                self.is_v2()
+            };
+            let path = self.dir.join(l.file);
+            if !mine || (l.file.contains("sw") && !path.exists()) {
+                continue;
+            }
+            write(&path, &l.value)?;
         }
         Ok(())
     }
