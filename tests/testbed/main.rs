@@ -24,6 +24,7 @@ mod bundle;
 mod conformance;
 mod containerd;
 mod crosslayer;
+mod hostile;
 mod launcher;
 mod lifecycle;
 mod registry_access;
@@ -129,6 +130,24 @@ fn bundle_runtime(runtime: &str, dir: &Path, id: &str) -> Command {
         }
     }
     c.current_dir(dir);
+    c
+}
+
+/// `rdpull` in a mount namespace of its own without this hybrid host's v2 hierarchy:
+/// crun 1.8 refuses a hybrid host whose v2 hierarchy has controllers (this VM's
+/// hugetlb), and so `--runtime crun` runs there (as `bundle_runtime` runs crun).
+fn without_unified_hierarchy(rdpull: &Command) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"umount /sys/fs/cgroup/unified 2>/dev/null; exec "$0" "$@""#)
+        .arg(rdpull.get_program())
+        .args(rdpull.get_args());
+    for (k, v) in rdpull.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
     c
 }
 

@@ -21,20 +21,7 @@ fn run(root: &Path, args: &[&str]) -> Output {
     if !args.windows(2).any(|w| w == ["--runtime", "crun"]) {
         return rdpull.output().unwrap();
     }
-    // crun 1.8 refuses this hybrid host's v2 hierarchy: rdpull runs in a mount namespace
-    // without it (as tests/testbed/bundle.rs runs crun).
-    let mut c = Command::new("unshare");
-    c.args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(r#"umount /sys/fs/cgroup/unified 2>/dev/null; exec "$0" "$@""#)
-        .arg(rdpull.get_program())
-        .args(rdpull.get_args());
-    for (k, v) in rdpull.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.output().unwrap()
+    without_unified_hierarchy(&rdpull).output().unwrap()
 }
 
 /// Overlay mounts of `root`'s containers still in the mount table.

@@ -358,41 +358,6 @@ pub fn remove_container_by_id(store: &Store, id: &str) -> Result<String, RunErro
     Ok(r.id.clone())
 }
 
-/// Longest single argument or environment string `execve` takes (`MAX_ARG_STRLEN`,
-/// its NUL included).
-const MAX_EXEC_STRING: usize = 32 * 4096;
-/// The most the arguments and environment may take together (strings, NULs and
-/// pointers): a quarter of the usual 8 MiB stack limit, as the kernel counts them.
-const MAX_EXEC_TOTAL: usize = 2 << 20;
-
-/// Refuse before any runtime starts what `execve` would refuse with E2BIG, so that every
-/// runtime gives the same answer.
-fn check_exec_size(args: &[String], env: &[String]) -> Result<(), RunError> {
-    let too_long = |why: String| Err(RunError::Setup(SpecError::ArgumentsTooLong(why)));
-    for (what, list) in [("argument", args), ("environment entry", env)] {
-        if let Some((i, s)) = list
-            .iter()
-            .enumerate()
-            .find(|(_, s)| s.len() >= MAX_EXEC_STRING)
-        {
-            return too_long(format!(
-                "{what} {i} is {} bytes, more than the {} execve takes",
-                s.len(),
-                MAX_EXEC_STRING - 1
-            ));
-        }
-    }
-    let total: usize = args.iter().chain(env).map(|s| s.len() + 1 + 8).sum();
-    if total > MAX_EXEC_TOTAL {
-        return too_long(format!(
-            "{} arguments and {} environment entries take {total} bytes, more than the {MAX_EXEC_TOTAL} execve takes",
-            args.len(),
-            env.len()
-        ));
-    }
-    Ok(())
-}
-
 /// Find the command inside the rootfs as `execve` will: a path as it is, a bare name
 /// through the spec's `PATH`. Not found: 127; a directory or not executable: 126.
 fn check_command(rootfs: &Path, spec: &Spec) -> Result<(), RunError> {
@@ -401,7 +366,6 @@ fn check_command(rootfs: &Path, spec: &Spec) -> Result<(), RunError> {
     let Some(cmd) = args.first() else {
         return Err(RunError::Setup(SpecError::NoCommand));
     };
-    check_exec_size(&args, &process.env().clone().unwrap_or_default())?;
     let candidates = command_candidates(cmd, &process);
     let root = RootDir::open(rootfs).map_err(|source| RunError::Mount {
         path: rootfs.display().to_string(),

@@ -116,6 +116,7 @@ pub fn runtime_spec(
         hostname,
         &user.home,
     )?;
+    check_exec_size(&args, &env)?;
     // A process that is not root starts with no effective or permitted capabilities
     // (the kernel's rule for a setuid to non-root); the bounding set stays Docker's.
     let caps = capabilities(&opts.cap_add, &opts.cap_drop, opts.privileged)?;
@@ -190,6 +191,41 @@ fn linux(opts: &RunOptions, seccomp: Option<serde_json::Value>) -> serde_json::V
 pub(crate) fn cgroup_v2_only() -> bool {
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
     rustix::fs::statfs("/sys/fs/cgroup").is_ok_and(|s| s.f_type as i64 == CGROUP2_SUPER_MAGIC)
+}
+
+/// Longest single argument or environment string `execve` takes (`MAX_ARG_STRLEN`,
+/// its NUL included).
+const MAX_EXEC_STRING: usize = 32 * 4096;
+/// The most the arguments and environment may take together (strings, NULs and
+/// pointers): a quarter of the usual 8 MiB stack limit, as the kernel counts them.
+const MAX_EXEC_TOTAL: usize = 2 << 20;
+
+/// Refuse before any runtime starts what `execve` would refuse with E2BIG, so that every
+/// runtime gives the same answer.
+fn check_exec_size(args: &[String], env: &[String]) -> Result<(), SpecError> {
+    let too_long = |why: String| Err(SpecError::ArgumentsTooLong(why));
+    for (what, list) in [("argument", args), ("environment entry", env)] {
+        if let Some((i, s)) = list
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.len() >= MAX_EXEC_STRING)
+        {
+            return too_long(format!(
+                "{what} {i} is {} bytes, more than the {} execve takes",
+                s.len(),
+                MAX_EXEC_STRING - 1
+            ));
+        }
+    }
+    let total: usize = args.iter().chain(env).map(|s| s.len() + 1 + 8).sum();
+    if total > MAX_EXEC_TOTAL {
+        return too_long(format!(
+            "{} arguments and {} environment entries take {total} bytes, more than the {MAX_EXEC_TOTAL} execve takes",
+            args.len(),
+            env.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Entrypoint and Cmd with the overrides `docker run` applies.

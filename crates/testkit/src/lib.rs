@@ -1,9 +1,11 @@
 //! Test helpers for rdpull's crates: a raw tar writer that can write any name (hostile
 //! ones included, which well-behaved tar builders refuse), a compact tree lister,
 //! [`registry::FakeRegistry`], an in-process registry that misbehaves on request, and
-//! the way to the shared testbed's scripts ([`testbed`]).
+//! images pushed to the testbed's registry ([`oci`]), and the way to the shared
+//! testbed's scripts ([`testbed`]).
 
 pub mod cri;
+pub mod oci;
 pub mod registry;
 pub mod testbed;
 
