@@ -7,31 +7,10 @@
 //! nlink; no mount and no process left; `ps -a` empty after `--rm`; each run within a
 //! bound. Sockets are not in the family: a tar cannot hold one.
 
+use super::four_paths::{four_paths, ran, refused, Outcome};
+use super::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-use super::*;
-
-/// The most one run may take (a hang fails the test, it does not stall it).
-const BOUND: Duration = Duration::from_secs(90);
-
-/// How a case ends, the same on every path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Outcome {
-    /// Exit code and stdout.
-    Ran(i32, String),
-    /// The error line after `rdpull: error: `.
-    Refused(String),
-}
-
-fn ran(stdout: &str) -> Outcome {
-    Outcome::Ran(0, stdout.to_string())
-}
-
-fn refused(line: &str) -> Outcome {
-    Outcome::Refused(line.to_string())
-}
 
 struct Case {
     name: String,
@@ -351,49 +330,6 @@ fn other_cases(c: &Canaries) -> Vec<Case> {
     ]
 }
 
-/// Run `command` to its end within [`BOUND`]; killed and failed past it.
-fn bounded(mut command: Command, what: &str) -> Output {
-    let child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let start = Instant::now();
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    while !waiter.is_finished() {
-        if start.elapsed() > BOUND {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("{what}: still running after {BOUND:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    waiter.join().unwrap()
-}
-
-/// What one path's run ended as.
-fn outcome(o: &Output, what: &str) -> Outcome {
-    let err = stderr(o);
-    match o.status.code() {
-        Some(0) if err.is_empty() => Outcome::Ran(0, stdout(o)),
-        Some(code @ (1 | 125)) => {
-            let lines: Vec<&str> = err.lines().collect();
-            assert_eq!(lines.len(), 1, "{what}: one line: {err}");
-            let line = lines[0]
-                .strip_prefix("rdpull: error: ")
-                .unwrap_or_else(|| panic!("{what}: {err}"));
-            // The run paths refuse with docker run's 125, bundle with rdpull's 1.
-            assert_eq!(
-                code == 1,
-                what.contains("bundle"),
-                "{what}: exit code {code}: {err}"
-            );
-            Outcome::Refused(line.to_string())
-        }
-        code => Outcome::Ran(code.unwrap_or(-1), format!("{}{err}", stdout(o))),
-    }
-}
-
 /// Does any process still have its root or cwd under `dir`?
 fn processes_under(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
@@ -411,58 +347,16 @@ fn processes_under(dir: &Path) -> Vec<String> {
 
 /// Run `case`'s image through the four paths; each must end as the case wants.
 fn run_case(root: &Path, t: &Path, image: &str, case: &Case) {
-    let want_matches = |got: &Outcome, path: &str| {
+    for (path, got) in four_paths(root, t, image, &[]) {
         let what = format!("{}: {path}", case.name);
-        match (&case.want, got) {
+        match (&case.want, &got) {
             // The size case's line ends in numbers computed from the environment.
             (Outcome::Refused(w), Outcome::Refused(g)) if w.ends_with(" take") => {
                 assert!(g.starts_with(w.as_str()), "{what}: {g}");
             }
-            _ => assert_eq!(got, &case.want, "{what}"),
+            _ => assert_eq!(got, case.want, "{what}"),
         }
-    };
-    for runtime in ["builtin", "runc", "crun"] {
-        let what = format!("{}: {runtime}", case.name);
-        let c = command(
-            root,
-            &[
-                "--plain-http",
-                "-q",
-                "run",
-                "--rm",
-                "--runtime",
-                runtime,
-                image,
-            ],
-        );
-        let c = if runtime == "crun" {
-            without_unified_hierarchy(&c)
-        } else {
-            c
-        };
-        let o = bounded(c, &what);
-        want_matches(&outcome(&o, &what), runtime);
-        let ps = stdout(&ok(rdpull(root, &["ps", "-a"])));
-        assert_eq!(ps.lines().count(), 1, "{what}: ps -a lists nothing: {ps}");
     }
-    let dir = t.join("bundle");
-    let what = format!("{}: bundle + runc", case.name);
-    let o = bounded(
-        command(
-            root,
-            &["--plain-http", "-q", "bundle", image, dir.to_str().unwrap()],
-        ),
-        &what,
-    );
-    let got = match outcome(&o, &what) {
-        Outcome::Ran(0, _) => {
-            let id = format!("rdpull-hostile-{}", std::process::id());
-            outcome(&bounded(bundle_runtime("runc", &dir, &id), &what), &what)
-        }
-        other => other,
-    };
-    want_matches(&got, "bundle + runc");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

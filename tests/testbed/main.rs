@@ -24,6 +24,7 @@ mod bundle;
 mod conformance;
 mod containerd;
 mod crosslayer;
+mod four_paths;
 mod hostile;
 mod launcher;
 mod lifecycle;
@@ -31,6 +32,7 @@ mod registry_access;
 mod resume;
 mod run;
 mod save;
+mod security;
 
 use common::{
     command, fails, ok, rdpull, snapshots, stderr, stdout, testbed, testbed_dir, tree_manifest,

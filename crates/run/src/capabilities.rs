@@ -22,9 +22,19 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// Every capability this build knows (the kernel's, through 6.x).
-fn all_capabilities() -> Vec<String> {
+/// Every capability name this build knows (the kernel's, through 6.x).
+fn known_capabilities() -> Vec<String> {
     let mut all: Vec<caps::Capability> = caps::all().into_iter().collect();
+    all.sort_by_key(|c| c.index());
+    all.iter().map(ToString::to_string).collect()
+}
+
+/// What `ALL` and `--privileged` grant: every capability the running kernel has and this
+/// process may still pass on (its bounding set; a host or sandbox may have dropped some).
+fn all_capabilities() -> Vec<String> {
+    let bounding = caps::read(None, caps::CapSet::Bounding).unwrap_or_default();
+    let supported = caps::runtime::thread_all_supported();
+    let mut all: Vec<caps::Capability> = bounding.intersection(&supported).copied().collect();
     all.sort_by_key(|c| c.index());
     all.iter().map(ToString::to_string).collect()
 }
@@ -40,7 +50,7 @@ fn canonical(name: &str) -> Result<String, SpecError> {
     } else {
         format!("CAP_{upper}")
     };
-    if all_capabilities().contains(&full) {
+    if known_capabilities().contains(&full) {
         Ok(full)
     } else {
         Err(SpecError::UnknownCapability(name.to_string()))
@@ -62,9 +72,9 @@ pub(crate) fn capabilities(
         .iter()
         .map(|c| canonical(c))
         .collect::<Result<Vec<_>, _>>()?;
-    let all = all_capabilities();
+    let all = known_capabilities();
     let mut set: Vec<String> = if privileged || add.iter().any(|c| c == "ALL") {
-        all.clone()
+        all_capabilities()
     } else if drop.iter().any(|c| c == "ALL") {
         Vec::new()
     } else {
