@@ -28,11 +28,13 @@ mod four_paths;
 mod hostile;
 mod launcher;
 mod lifecycle;
+mod limits;
 mod registry_access;
 mod resume;
 mod run;
 mod save;
 mod security;
+mod v2_only;
 
 use common::{
     command, fails, ok, rdpull, snapshots, stderr, stdout, testbed, testbed_dir, tree_manifest,
@@ -133,6 +135,35 @@ fn bundle_runtime(runtime: &str, dir: &Path, id: &str) -> Command {
     }
     c.current_dir(dir);
     c
+}
+
+/// Set in the tests [`v2_only`] runs again inside a v2-only mount namespace.
+const V2_ONLY_ENV: &str = "RDPULL_TEST_V2_ONLY";
+
+/// Does this test binary see a cgroup v2-only host (run by [`v2_only`])?
+fn on_v2_only_host() -> bool {
+    std::env::var_os(V2_ONLY_ENV).is_some()
+}
+
+/// The runtimes `rdpull run` is tested with here. crun 1.8 cannot run on this VM's
+/// v2-only namespace: it raises RLIMIT_MEMLOCK for its device program, and this
+/// sandbox's root lacks CAP_SYS_RESOURCE (on a real host it has it).
+fn tested_runtimes() -> &'static [&'static str] {
+    if on_v2_only_host() {
+        &["builtin", "runc"]
+    } else {
+        &["builtin", "runc", "crun"]
+    }
+}
+
+/// The container `id`'s cgroup directory for `controller` (v1), or its one directory
+/// on a v2-only host.
+fn container_cgroup(controller: &str, id: &str) -> std::path::PathBuf {
+    if on_v2_only_host() {
+        Path::new("/sys/fs/cgroup").join(id)
+    } else {
+        Path::new("/sys/fs/cgroup").join(controller).join(id)
+    }
 }
 
 /// `rdpull` in a mount namespace of its own without this hybrid host's v2 hierarchy:

@@ -45,7 +45,7 @@ fn run_gives_docker_answers_and_exit_codes_under_each_runtime() {
     setup();
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("store");
-    for runtime in ["builtin", "runc", "crun"] {
+    for runtime in tested_runtimes() {
         let rt = ["--rm", "--runtime", runtime];
         let o = run(
             &root,
@@ -175,9 +175,7 @@ fn signal(pid: u32, sig: rustix::process::Signal) {
 fn container_process(root: &Path, comm: &str) -> u32 {
     let dir = container_dir(root).unwrap();
     let id = dir.file_name().unwrap();
-    let procs = Path::new("/sys/fs/cgroup/pids")
-        .join(id)
-        .join("cgroup.procs");
+    let procs = container_cgroup("pids", &id.to_string_lossy()).join("cgroup.procs");
     for _ in 0..100 {
         let found = std::fs::read_to_string(&procs)
             .unwrap_or_default()

@@ -234,8 +234,9 @@ fn mount_cgroups(
         mount(NONE, &fd_path(&top), NONE, remount, NONE).step(Step::Mount, path)
     };
     if v1.is_empty() && namespace {
+        let source = m.source().clone().unwrap_or_else(|| "cgroup".into());
         return mount(
-            Some("cgroup2"),
+            Some(&source),
             &fd_path(&target),
             Some("cgroup2"),
             opts.flags,

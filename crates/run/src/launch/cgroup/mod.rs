@@ -205,30 +205,30 @@ impl Cgroups {
     }
 }
 
-/// Make the controllers the limits need available to the container's cgroup: listed in
-/// its parent's `cgroup.subtree_control`.
+/// Make the parent's controllers available to the container's cgroup (its
+/// `cgroup.subtree_control`, as runc does); those the limits need must be.
 fn enable_controllers(h: &Hierarchy, limits: &[limits::LimitFile]) -> Result<(), Failure> {
     let parent = h.dir.parent().unwrap_or(&h.dir);
-    let mut wanted: Vec<&str> = limits.iter().map(|l| l.controller).collect();
-    wanted.dedup();
-    if wanted.is_empty() {
-        return Ok(());
-    }
     let available = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
-    for c in wanted {
-        if !available.split_whitespace().any(|a| a == c) {
-            return Err(Failure::new(
-                Step::Cgroup,
-                format!(
-                    "{} (the {c} controller is not available there)",
-                    parent.display()
-                ),
-                Errno::ENOTSUP,
-            ));
+    let mut enabled = Vec::new();
+    for c in available.split_whitespace() {
+        // A parent with processes of its own (not the root) cannot pass controllers on.
+        if std::fs::write(parent.join("cgroup.subtree_control"), format!("+{c}")).is_ok() {
+            enabled.push(c);
         }
-        write(&parent.join("cgroup.subtree_control"), &format!("+{c}"))?;
     }
-    Ok(())
+    match limits.iter().find(|l| !enabled.contains(&l.controller)) {
+        None => Ok(()),
+        Some(l) => Err(Failure::new(
+            Step::Cgroup,
+            format!(
+                "{} (the {} controller is not available there)",
+                parent.display(),
+                l.controller
+            ),
+            Errno::ENOTSUP,
+        )),
+    }
 }
 
 impl Hierarchy {
