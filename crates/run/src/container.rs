@@ -179,6 +179,12 @@ impl Container {
             runtime: runtime.to_string(),
             source,
         })?;
+        if *runtime == Runtime::Builtin {
+            // The launcher keeps the seccomp programs it generates beside the store.
+            if let Some(root) = self.dir.parent().and_then(Path::parent) {
+                command.env(crate::launch::SECCOMP_CACHE_ENV, root.join("cache/seccomp"));
+            }
+        }
         let mut child = command
             .arg(&self.dir)
             .arg(&self.record.id)

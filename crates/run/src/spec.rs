@@ -183,8 +183,59 @@ fn linux(opts: &RunOptions, seccomp: Option<serde_json::Value>) -> serde_json::V
     if let Some(seccomp) = seccomp {
         linux["seccomp"] = seccomp;
     }
+    if opts.privileged {
+        linux["devices"] = host_devices(Path::new("/dev")).into();
+    }
     opts.resources.to_spec(&mut linux["resources"]);
     linux
+}
+
+/// The host's device nodes under `dir`, as `docker run --privileged` passes them on
+/// (runc's list: not the pseudo-terminals, shared memory, message queues, fd links or
+/// the console).
+fn host_devices(dir: &Path) -> Vec<serde_json::Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name();
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
+        let ft = m.file_type();
+        if ft.is_dir() {
+            if !matches!(
+                name.to_str(),
+                Some("pts" | "shm" | "fd" | "mqueue" | ".lxc" | ".lxd-mounts" | ".udev")
+            ) {
+                out.extend(host_devices(&e.path()));
+            }
+            continue;
+        }
+        let kind = match (ft.is_char_device(), ft.is_block_device()) {
+            (true, _) => "c",
+            (_, true) => "b",
+            _ => continue,
+        };
+        if name == "console" {
+            continue;
+        }
+        let rdev = m.rdev();
+        out.push(json!({
+            "path": e.path(),
+            "type": kind,
+            "major": rustix::fs::major(rdev),
+            "minor": rustix::fs::minor(rdev),
+            "fileMode": m.mode() & 0o7777,
+            "uid": m.uid(),
+            "gid": m.gid(),
+        }));
+    }
+    out
 }
 
 /// Is `/sys/fs/cgroup` a cgroup2 mount (a v2-only host, not a v1 or hybrid one)?

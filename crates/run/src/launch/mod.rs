@@ -44,6 +44,7 @@ use rustix::event::{PollFd, PollFlags};
 
 pub use report::Failure;
 use report::{Context, Step};
+pub use seccomp::CACHE_ENV as SECCOMP_CACHE_ENV;
 
 /// The hidden command that runs the launcher.
 pub const LAUNCH_COMMAND: &str = "__launch";
@@ -87,7 +88,7 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
         .linux()
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
-        .map(seccomp::compile)
+        .map(seccomp::filter)
         .transpose()?;
     let cgroups = cgroup::Cgroups::create(id, &spec)?;
     let (report_r, report_w) =
@@ -288,6 +289,22 @@ fn on_signals(signal_fd: &SignalFd, child: Pid, pty: Option<&OwnedFd>) -> Option
         }
     }
     ended
+}
+
+/// Make `spec`'s seccomp filter as the launcher does at each start (from the cache
+/// [`SECCOMP_CACHE_ENV`] names, if set), and load it into this process when `load` is
+/// set (irreversible: for a child that then exits).
+/// For the benchmark of the filter's cost per start (`cargo bench -p rdpull-run`).
+#[doc(hidden)]
+pub fn seccomp_filter_for_bench(spec: &Spec, load: bool) -> Result<(), Failure> {
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(());
+    };
+    let filter = seccomp::filter(seccomp)?;
+    if load {
+        filter.load()?;
+    }
+    Ok(())
 }
 
 /// Remove the cgroups a launcher of container `id` left behind (it was killed before it

@@ -130,6 +130,7 @@ pub(crate) fn build_root(
         }
     }
     make_devices(&root)?;
+    make_spec_devices(&root, spec)?;
     pivot_root(rootfs)?;
     let linux = spec.linux().clone().unwrap_or_default();
     // runc's order, so that the two mount tables read alike.
@@ -276,6 +277,66 @@ fn mount_cgroups(
         }
     }
     Ok(())
+}
+
+/// The spec's own device nodes (`linux.devices`: the host's under `--privileged`), in
+/// the container's `/dev`, with their owners and modes.
+fn make_spec_devices(root: &RootDir, spec: &Spec) -> Result<(), Failure> {
+    let devices = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default();
+    for d in devices {
+        let path = d.path().to_string_lossy().into_owned();
+        let Some((parent, name)) = path.rsplit_once('/') else {
+            continue;
+        };
+        root.make_dirs(parent).step(Step::Devices, parent)?;
+        let dir = root
+            .open_in(parent, OFlags::DIRECTORY | OFlags::RDONLY)
+            .step(Step::Devices, parent)?;
+        let kind = match name_of_type(&d) {
+            "b" => rustix::fs::FileType::BlockDevice,
+            "p" => rustix::fs::FileType::Fifo,
+            _ => rustix::fs::FileType::CharacterDevice,
+        };
+        let mode = Mode::from_raw_mode(d.file_mode().unwrap_or(0o666) & 0o7777);
+        let dev = rustix::fs::makedev(d.major() as u32, d.minor() as u32);
+        match rustix::fs::mknodat(&dir, name, kind, mode, dev) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(Failure::new(Step::Devices, &path, e)),
+        }
+        rustix::fs::chmodat(&dir, name, mode, rustix::fs::AtFlags::empty())
+            .step(Step::Devices, &path)?;
+        let owner = (
+            d.uid().map(|u| rustix::fs::Uid::from_raw(u)),
+            d.gid().map(|g| rustix::fs::Gid::from_raw(g)),
+        );
+        rustix::fs::chownat(
+            &dir,
+            name,
+            owner.0,
+            owner.1,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .step(Step::Devices, &path)?;
+    }
+    Ok(())
+}
+
+/// A spec device's type letter (`c`, `b`, `u`, `p`).
+fn name_of_type(d: &oci_spec::runtime::LinuxDevice) -> &'static str {
+    match serde_json::to_value(d.typ())
+        .ok()
+        .as_ref()
+        .and_then(|v| v.as_str())
+    {
+        Some("b") => "b",
+        Some("p") => "p",
+        _ => "c",
+    }
 }
 
 /// The device nodes and links every container gets (runc's defaults).

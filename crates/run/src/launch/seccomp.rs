@@ -1,25 +1,44 @@
-//! The spec's seccomp filter (`linux.seccomp`), compiled with libseccomp by the launcher
-//! before it forks and loaded by the command process: before its credentials change
-//! when loading needs `CAP_SYS_ADMIN`, or last, just before `execve`, under
-//! `no_new_privileges` (runc's order). Calls this libseccomp does not know are left out,
-//! as runc leaves them; a rule whose action is the default is redundant and skipped.
+//! The spec's seccomp filter (`linux.seccomp`) as a BPF program, made by the launcher
+//! before it forks and loaded by the command process with `seccomp(2)`: before its
+//! credentials change when loading needs `CAP_SYS_ADMIN`, or last, just before
+//! `execve`, under `no_new_privileges` (runc's order). Calls this libseccomp does not
+//! know are left out, as runc leaves them; a rule whose action is the default is
+//! redundant and skipped.
 //!
 //! libseccomp rather than seccompiler: a seccompiler filter has one action for all its
 //! rules, and Docker's profile alone needs two (allow, and ENOSYS for `clone3`), a
-//! profile file any mix; libseccomp also names calls per architecture for the x86 and
-//! x32 sub-architectures the profile covers. Its cost per start is measured in
-//! `docs/performance.md` (well under a millisecond).
+//! profile file any mix; libseccomp also covers the x86 and x32 sub-architectures the
+//! profile names. Generating the program for Docker's profile takes libseccomp some
+//! 8 ms, so the program is kept in a cache keyed by the profile (and libseccomp's
+//! version and the architecture): a start with a profile seen before reads it and
+//! loads it, well under a millisecond (`docs/performance.md`).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+    ScmpVersion,
 };
 use nix::errno::Errno;
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompArg};
+use sha2::{Digest, Sha256};
 
-use super::report::{Failure, Step};
+use super::report::{Context, Failure, Step};
 
-/// A compiled filter, ready to load.
-pub(crate) struct Filter(ScmpFilterContext);
+/// Where the launcher keeps generated programs (set by `rdpull run`: the store's
+/// `cache/seccomp`); without it each start generates its program.
+pub const CACHE_ENV: &str = "RDPULL_SECCOMP_CACHE";
+
+/// A BPF program (`struct sock_filter`s, 8 bytes each) and the `seccomp(2)` flags to
+/// load it with.
+pub(crate) struct Filter {
+    program: Vec<u8>,
+    flags: u32,
+}
+
+/// The largest program the kernel takes (`BPF_MAXINSNS`).
+const MAX_INSNS: usize = 4096;
 
 fn name_of(value: &impl serde::Serialize) -> String {
     serde_json::to_value(value)
@@ -55,8 +74,72 @@ fn compare(arg: &LinuxSeccompArg) -> Result<ScmpArgCompare, Failure> {
     Ok(ScmpArgCompare::new(arg.index() as u32, op, datum))
 }
 
-/// Compile `seccomp` for this machine.
-pub(crate) fn compile(seccomp: &LinuxSeccomp) -> Result<Filter, Failure> {
+/// The filter for `seccomp`: from the cache named by [`CACHE_ENV`] when it holds this
+/// profile's program, else generated (and then kept there).
+pub(crate) fn filter(seccomp: &LinuxSeccomp) -> Result<Filter, Failure> {
+    let flags = load_flags(seccomp)?;
+    let cache = std::env::var_os(CACHE_ENV).map(PathBuf::from);
+    let cached = cache.as_deref().map(|dir| dir.join(cache_key(seccomp)));
+    if let Some(program) = cached.as_deref().and_then(read_program) {
+        return Ok(Filter { program, flags });
+    }
+    let program = generate(seccomp)?;
+    if let Some(path) = cached {
+        keep(&path, &program);
+    }
+    Ok(Filter { program, flags })
+}
+
+/// The cache's name for `seccomp`'s program on this machine and libseccomp.
+fn cache_key(seccomp: &LinuxSeccomp) -> String {
+    let version = ScmpVersion::current().map_or((0, 0, 0), |v| (v.major, v.minor, v.micro));
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(seccomp).unwrap_or_default());
+    h.update(format!("{version:?} {}", std::env::consts::ARCH));
+    format!("{:x}.bpf", h.finalize())
+}
+
+/// A cached program, if it is whole (a count of instructions the kernel takes).
+fn read_program(path: &Path) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take((MAX_INSNS * 8 + 1) as u64)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (!bytes.is_empty() && bytes.len() % 8 == 0 && bytes.len() <= MAX_INSNS * 8).then_some(bytes)
+}
+
+/// Keep `program` at `path`, whole or not at all (written aside, then renamed); a cache
+/// that cannot be written only costs the next start the generation.
+fn keep(path: &Path, program: &[u8]) {
+    let Some(dir) = path.parent() else { return };
+    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::File::create(&tmp))
+        .and_then(|mut f| f.write_all(program))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// The spec's `flags` as `seccomp(2)`'s.
+fn load_flags(seccomp: &LinuxSeccomp) -> Result<u32, Failure> {
+    let mut flags = 0;
+    for f in seccomp.flags().iter().flatten() {
+        flags |= match name_of(f).as_str() {
+            "SECCOMP_FILTER_FLAG_TSYNC" => 1,
+            "SECCOMP_FILTER_FLAG_LOG" => 2,
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => 4,
+            other => return Err(invalid(format!("flag {other}"))),
+        };
+    }
+    Ok(flags)
+}
+
+/// Generate `seccomp`'s program with libseccomp.
+fn generate(seccomp: &LinuxSeccomp) -> Result<Vec<u8>, Failure> {
     let default = action(
         &name_of(&seccomp.default_action()),
         seccomp.default_errno_ret(),
@@ -64,6 +147,9 @@ pub(crate) fn compile(seccomp: &LinuxSeccomp) -> Result<Filter, Failure> {
     let mut ctx = ScmpFilterContext::new(default).map_err(|_| invalid("filter"))?;
     // The spec says whether to set no_new_privileges; loading must not set it.
     ctx.set_ctl_nnp(false)
+        .map_err(|_| invalid("filter attribute"))?;
+    // A binary search over the call numbers, not a chain of tests: shorter to run.
+    ctx.set_filter_attr(libseccomp::ScmpFilterAttr::CtlOptimize, 2)
         .map_err(|_| invalid("filter attribute"))?;
     for arch in seccomp.architectures().iter().flatten() {
         let name = name_of(arch);
@@ -102,14 +188,48 @@ pub(crate) fn compile(seccomp: &LinuxSeccomp) -> Result<Filter, Failure> {
             }
         }
     }
-    Ok(Filter(ctx))
+    let out = rustix::fs::memfd_create("seccomp", rustix::fs::MemfdFlags::CLOEXEC)
+        .step(Step::Seccomp, "program")?;
+    ctx.export_bpf(&out).map_err(|_| invalid("program"))?;
+    let mut program = Vec::new();
+    let mut file = std::fs::File::from(out);
+    std::io::Seek::rewind(&mut file)
+        .and_then(|_| file.read_to_end(&mut program))
+        .step(Step::Seccomp, "program")?;
+    if program.is_empty() || program.len() % 8 != 0 || program.len() > MAX_INSNS * 8 {
+        return Err(invalid(format!("program of {} bytes", program.len())));
+    }
+    Ok(program)
+}
+
+/// `struct sock_fprog`.
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const u8,
 }
 
 impl Filter {
     /// Load the filter into this process (and what it executes).
     pub(crate) fn load(&self) -> Result<(), Failure> {
-        self.0
-            .load()
-            .map_err(|_| Failure::new(Step::Seccomp, "load", Errno::last()))
+        const SECCOMP_SET_MODE_FILTER: i64 = 1;
+        let prog = SockFprog {
+            len: (self.program.len() / 8) as u16,
+            filter: self.program.as_ptr(),
+        };
+        // SAFETY: `prog` points at `len` whole `struct sock_filter`s (checked when the
+        // program was made or read), alive for the call; the kernel copies them.
+        #[allow(unsafe_code)]
+        let ret = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_seccomp,
+                SECCOMP_SET_MODE_FILTER,
+                i64::from(self.flags),
+                &prog as *const SockFprog,
+            )
+        };
+        Errno::result(ret)
+            .map(drop)
+            .map_err(|e| Failure::new(Step::Seccomp, "load", e))
     }
 }
