@@ -5,15 +5,6 @@
 
 use super::*;
 
-/// `rdpull run --rm --runtime RUNTIME FLAGS debian sh -c SCRIPT`.
-fn run_in(root: &Path, runtime: &str, flags: &[&str], script: &str) -> Output {
-    let image = format!("{REG}/debian:bookworm");
-    let mut args = vec!["--plain-http", "-q", "run", "--rm", "--runtime", runtime];
-    args.extend_from_slice(flags);
-    args.extend([image.as_str(), "sh", "-c", script]);
-    command(root, &args).output().unwrap()
-}
-
 #[test]
 fn the_device_rules_deny_a_host_disk_and_dev_mem() {
     skip_unless_root!();
@@ -35,12 +26,12 @@ fn the_device_rules_deny_a_host_disk_and_dev_mem() {
     let denied = "/tmp/disk Operation not permitted\n/tmp/loop Operation not permitted\n\
         /tmp/mem Operation not permitted\n/dev/null opened\n";
     for runtime in ["builtin", "runc"] {
-        let o = run_in(&root, runtime, &[], &script);
+        let o = run_debian(&root, runtime, &[], &script);
         assert_eq!(stdout(&o), denied, "{runtime}: {}", stderr(&o));
     }
     // The rules, not something else, deny them: --privileged allows every device (this
     // VM has no /dev/mem driver, and its root may not open its disk even on the host).
-    let o = run_in(&root, "builtin", &["--privileged"], &script);
+    let o = run_debian(&root, "builtin", &["--privileged"], &script);
     let out = stdout(&o);
     assert!(
         out.contains("/tmp/loop opened\n") && out.contains("/tmp/mem No such device or address\n"),
@@ -61,7 +52,7 @@ fn pids_memory_and_cpu_limits_hold() {
     let available =
         |c: &str| !on_v2_only_host() || v2_controllers.split_whitespace().any(|x| x == c);
     let refused = |flags: &[&str], controller: &str| {
-        let o = run_in(&root, "builtin", flags, "true");
+        let o = run_debian(&root, "builtin", flags, "true");
         assert_eq!(o.status.code(), Some(125), "{flags:?}");
         assert_eq!(
             stderr(&o),
@@ -77,13 +68,13 @@ fn pids_memory_and_cpu_limits_hold() {
         2>/dev/null; read n </tmp/n; echo $n";
     if available("pids") {
         for runtime in ["builtin", "runc"] {
-            let o = run_in(&root, runtime, &["--pids-limit", "64"], bomb);
+            let o = run_debian(&root, runtime, &["--pids-limit", "64"], bomb);
             let started: u32 = stdout(&o)
                 .trim()
                 .parse()
                 .unwrap_or_else(|_| panic!("{runtime}: {o:?}"));
             assert!((50..=62).contains(&started), "{runtime}: {started} forks");
-            let o = run_in(&root, runtime, &[], bomb);
+            let o = run_debian(&root, runtime, &[], bomb);
             assert_eq!(stdout(&o), "200\n", "{runtime}: no limit");
         }
     } else {
@@ -94,7 +85,7 @@ fn pids_memory_and_cpu_limits_hold() {
     let hog = "head -c 200m /dev/zero | tail >/dev/null";
     if available("memory") {
         for runtime in ["builtin", "runc"] {
-            let o = run_in(&root, runtime, &["--memory", "32m"], hog);
+            let o = run_debian(&root, runtime, &["--memory", "32m"], hog);
             assert_eq!(o.status.code(), Some(137), "{runtime}: {}", stderr(&o));
             if runtime == "builtin" {
                 assert!(
@@ -107,7 +98,7 @@ fn pids_memory_and_cpu_limits_hold() {
             }
         }
         assert_eq!(
-            run_in(&root, "builtin", &["--memory", "512m"], hog)
+            run_debian(&root, "builtin", &["--memory", "512m"], hog)
                 .status
                 .code(),
             Some(0)
@@ -132,7 +123,7 @@ fn pids_memory_and_cpu_limits_hold() {
     let flags = ["--cpus", "0.5", "--cpu-shares", "512", "--memory", "32m"];
     if available("cpu") && available("memory") {
         for runtime in ["builtin", "runc"] {
-            let o = run_in(&root, runtime, &flags, files);
+            let o = run_debian(&root, runtime, &flags, files);
             assert_eq!(stdout(&o), want, "{runtime}: {}", stderr(&o));
         }
     } else {

@@ -204,6 +204,15 @@ fn start_until_ready(
     (child, out)
 }
 
+/// `rdpull run --rm --runtime RUNTIME FLAGS debian sh -c SCRIPT`.
+fn run_debian(root: &Path, runtime: &str, flags: &[&str], script: &str) -> Output {
+    let image = format!("{REG}/debian:bookworm");
+    let mut args = vec!["--plain-http", "-q", "run", "--rm", "--runtime", runtime];
+    args.extend_from_slice(flags);
+    args.extend([image.as_str(), "sh", "-c", script]);
+    command(root, &args).output().unwrap()
+}
+
 /// `rdpull bundle FLAGS debian:bookworm DIR -- COMMAND` on `root`.
 fn debian_bundle(root: &Path, dir: &Path, flags: &[&str], command: &[&str]) -> Output {
     let image = format!("{REG}/debian:bookworm");

@@ -173,27 +173,12 @@ fn ordinary_programs_run_under_the_default_profile() {
     setup();
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("store");
-    let image = format!("{REG}/debian:bookworm");
     // apt's checks, an account made and used through PAM's su, an archive round trip.
     let script = "apt-get check -q >/dev/null && useradd -m u1 && su u1 -c id && \
         tar -C /etc -czf /tmp/e.tgz passwd && tar -tzf /tmp/e.tgz && \
         grep Seccomp: /proc/self/status";
     for runtime in ["builtin", "runc"] {
-        let o = ok(rdpull(
-            &root,
-            &[
-                "--plain-http",
-                "-q",
-                "run",
-                "--rm",
-                "--runtime",
-                runtime,
-                &image,
-                "sh",
-                "-c",
-                script,
-            ],
-        ));
+        let o = ok(run_debian(&root, runtime, &[], script));
         assert_eq!(
             stdout(&o),
             "uid=1000(u1) gid=1000(u1) groups=1000(u1)\npasswd\nSeccomp:\t2\n",

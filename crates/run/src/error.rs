@@ -56,9 +56,23 @@ pub enum SpecError {
         "--security-opt {0:?}: takes seccomp=unconfined, seccomp=FILE.json or no-new-privileges"
     )]
     SecurityOpt(String),
-    /// A seccomp profile file that cannot be read or is not Docker's format.
-    #[error("seccomp profile {path}: {why}")]
-    SeccompProfile { path: String, why: String },
+    /// A seccomp profile file that cannot be read.
+    #[error("seccomp profile {path}: {source}")]
+    SeccompProfileRead {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A seccomp profile file that is not Docker's JSON format.
+    #[error("seccomp profile {path}: {source}")]
+    SeccompProfileFormat {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A seccomp profile file that gives both `architectures` and `archMap`.
+    #[error("seccomp profile {0}: both architectures and archMap are given")]
+    SeccompProfileArchitectures(String),
     /// Reading or writing a file inside the rootfs.
     #[error("rootfs {path}: {source}")]
     Rootfs {

@@ -164,14 +164,18 @@ impl Filter {
 impl Profile {
     /// Read a profile file (Docker's JSON format).
     pub(crate) fn load(path: &Path) -> Result<Profile, SpecError> {
-        let err = |why: String| SpecError::SeccompProfile {
-            path: path.display().to_string(),
-            why,
-        };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let profile: Profile = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| SpecError::SeccompProfileRead {
+            path: shown.clone(),
+            source,
+        })?;
+        let profile: Profile =
+            serde_json::from_slice(&bytes).map_err(|source| SpecError::SeccompProfileFormat {
+                path: shown.clone(),
+                source,
+            })?;
         if !profile.architectures.is_empty() && !profile.arch_map.is_empty() {
-            return Err(err("both architectures and archMap are given".into()));
+            return Err(SpecError::SeccompProfileArchitectures(shown));
         }
         Ok(profile)
     }
