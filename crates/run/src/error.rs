@@ -34,8 +34,8 @@ pub enum SpecError {
     },
     /// A uid or gid outside what runtimes accept (runc's 0 to 2^31-1); -1 would mean
     /// "leave unchanged", i.e. root.
-    #[error("user {user}: uids and gids must be in range 0-{max}", max = crate::user::MAX_ID)]
-    IdOutOfRange { user: String },
+    #[error("user {user}: uids and gids must be in range 0-{max}")]
+    IdOutOfRange { user: String, max: u32 },
     /// A file the image provides and rdpull reads (`/etc/passwd`) is not a regular file.
     #[error("rootfs {path}: not a regular file ({kind})")]
     NotRegular { path: String, kind: &'static str },

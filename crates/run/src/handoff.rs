@@ -235,7 +235,7 @@ mod tests {
         symlink(&canary, rootfs.join("chain")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &rootfs.join("etc/hosts"),
+            rootfs.join("etc/hosts"),
             FileType::Fifo,
             Mode::from_raw_mode(0o644),
             0,

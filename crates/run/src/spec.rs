@@ -241,7 +241,9 @@ fn host_devices(dir: &Path) -> Vec<serde_json::Value> {
 /// Is `/sys/fs/cgroup` a cgroup2 mount (a v2-only host, not a v1 or hybrid one)?
 pub(crate) fn cgroup_v2_only() -> bool {
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    rustix::fs::statfs("/sys/fs/cgroup").is_ok_and(|s| s.f_type as i64 == CGROUP2_SUPER_MAGIC)
+    // `f_type`'s width differs by architecture (i64 here, u32 on s390x).
+    #[allow(clippy::useless_conversion)]
+    rustix::fs::statfs("/sys/fs/cgroup").is_ok_and(|s| i64::from(s.f_type) == CGROUP2_SUPER_MAGIC)
 }
 
 /// Longest single argument or environment string `execve` takes (`MAX_ARG_STRLEN`,

@@ -98,6 +98,7 @@ fn numeric_id(part: &str, spec: &str) -> Result<Option<u32>, SpecError> {
         Ok(id) if id <= MAX_ID => Ok(Some(id)),
         _ => Err(SpecError::IdOutOfRange {
             user: spec.to_string(),
+            max: MAX_ID,
         }),
     }
 }
@@ -115,6 +116,7 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ExecUser, SpecError> {
     {
         return Err(SpecError::IdOutOfRange {
             user: spec.to_string(),
+            max: MAX_ID,
         });
     }
     Ok(resolved)

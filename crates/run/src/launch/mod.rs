@@ -96,11 +96,7 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
     let console = terminal.then(console_sockets).transpose()?;
     let (joined_r, joined_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(Step::Fork, "cgroup pipe")?;
-    let signals = forwarded_signals();
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
-        .step(Step::Fork, "signal mask")?;
-    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .step(Step::Fork, "signalfd")?;
+    let signal_fd = block_forwarded_signals()?;
     if new_pid {
         nix::sched::unshare(CloneFlags::CLONE_NEWPID).step(Step::Namespaces, "pid")?;
     }
@@ -141,16 +137,32 @@ fn start(bundle: &Path, id: &str) -> Result<i32, Failure> {
     let _ = rustix::io::write(&joined_w, b"j");
     drop(joined_w);
     let code = wait_for(child, &signal_fd, console);
-    if code == 128 + Signal::SIGKILL as i32 && cgroups.oom_killed() {
-        eprintln!(
-            "rdpull: the container reached its memory limit: the kernel's OOM killer killed it"
-        );
-    }
+    report_oom(code, &cgroups);
     drop(cgroups);
     match report::Failure::receive(&mut File::from(report_r)) {
         Some(f) => Err(f),
         None => Ok(code),
     }
+}
+
+/// Say so when the container ended killed (137) by the OOM killer at its memory limit.
+fn report_oom(code: i32, cgroups: &cgroup::Cgroups) {
+    if code == 128 + Signal::SIGKILL as i32 && cgroups.oom_killed() {
+        eprintln!(
+            "rdpull: the container reached its memory limit: the kernel's OOM killer killed it"
+        );
+    }
+}
+
+/// Block the signals the launcher forwards (they reach it through the returned
+/// signalfd instead), before it forks: the container's processes start with them
+/// blocked until each is set up.
+fn block_forwarded_signals() -> Result<SignalFd, Failure> {
+    let signals = forwarded_signals();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
+        .step(Step::Fork, "signal mask")?;
+    SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .step(Step::Fork, "signalfd")
 }
 
 /// `clone3`'s arguments (`struct clone_args`, as of Linux 5.7).

@@ -311,8 +311,8 @@ fn make_spec_devices(root: &RootDir, spec: &Spec) -> Result<(), Failure> {
         rustix::fs::chmodat(&dir, name, mode, rustix::fs::AtFlags::empty())
             .step(Step::Devices, &path)?;
         let owner = (
-            d.uid().map(|u| rustix::fs::Uid::from_raw(u)),
-            d.gid().map(|g| rustix::fs::Gid::from_raw(g)),
+            d.uid().map(rustix::fs::Uid::from_raw),
+            d.gid().map(rustix::fs::Gid::from_raw),
         );
         rustix::fs::chownat(
             &dir,

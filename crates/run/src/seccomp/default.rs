@@ -140,25 +140,45 @@ fn strings(list: &[&str]) -> Vec<String> {
 
 /// The profile, in the form a `--security-opt seccomp=FILE.json` takes.
 pub(crate) fn profile() -> Profile {
+    let mut rules = vec![rule(ALLOWED, "SCMP_ACT_ALLOW")];
+    rules.extend(argument_rules());
+    rules.extend(conditional_rules());
+    rules.extend(clone_rules());
+    Profile {
+        default_action: "SCMP_ACT_ERRNO".into(),
+        default_errno_ret: Some(EPERM),
+        arch_map: super::arch_map(),
+        syscalls: rules,
+        ..Profile::default()
+    }
+}
+
+/// Calls allowed with some arguments only: `socket` but for vsock, `personality` to
+/// the values in [`PERSONALITIES`].
+fn argument_rules() -> Vec<Rule> {
+    let mut rules = vec![Rule {
+        args: vec![Arg::new(0, AF_VSOCK, 0, "SCMP_CMP_NE")],
+        ..rule(&["socket"], "SCMP_ACT_ALLOW")
+    }];
+    for p in PERSONALITIES {
+        rules.push(Rule {
+            args: vec![Arg::new(0, *p, 0, "SCMP_CMP_EQ")],
+            ..rule(&["personality"], "SCMP_ACT_ALLOW")
+        });
+    }
+    rules
+}
+
+/// Calls allowed on a kernel, an architecture or with a capability.
+fn conditional_rules() -> Vec<Rule> {
     let allow = "SCMP_ACT_ALLOW";
-    let mut rules = vec![rule(ALLOWED, allow)];
-    rules.push(Rule {
+    let mut rules = vec![Rule {
         includes: Filter {
             min_kernel: Some("4.8".into()),
             ..Filter::default()
         },
         ..rule(&["process_vm_readv", "process_vm_writev", "ptrace"], allow)
-    });
-    rules.push(Rule {
-        args: vec![Arg::new(0, AF_VSOCK, 0, "SCMP_CMP_NE")],
-        ..rule(&["socket"], allow)
-    });
-    for p in PERSONALITIES {
-        rules.push(Rule {
-            args: vec![Arg::new(0, *p, 0, "SCMP_CMP_EQ")],
-            ..rule(&["personality"], allow)
-        });
-    }
+    }];
     for (arches, names) in ON_ARCHES {
         rules.push(Rule {
             includes: Filter {
@@ -177,6 +197,12 @@ pub(crate) fn profile() -> Profile {
             ..rule(names, allow)
         });
     }
+    rules
+}
+
+/// `clone` without namespace flags, and ENOSYS for `clone3`, unless `CAP_SYS_ADMIN`.
+fn clone_rules() -> Vec<Rule> {
+    let mut rules = Vec::new();
     // s390 passes clone's flags second.
     for (index, s390) in [(0, false), (1, true)] {
         let arches = strings(&["s390", "s390x"]);
@@ -196,7 +222,7 @@ pub(crate) fn profile() -> Profile {
                 arches: excluded_arches,
                 ..Filter::default()
             },
-            ..rule(&["clone"], allow)
+            ..rule(&["clone"], "SCMP_ACT_ALLOW")
         });
     }
     rules.push(Rule {
@@ -207,11 +233,5 @@ pub(crate) fn profile() -> Profile {
         },
         ..rule(&["clone3"], "SCMP_ACT_ERRNO")
     });
-    Profile {
-        default_action: "SCMP_ACT_ERRNO".into(),
-        default_errno_ret: Some(EPERM),
-        arch_map: super::arch_map(),
-        syscalls: rules,
-        ..Profile::default()
-    }
+    rules
 }
