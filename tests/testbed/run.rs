@@ -283,6 +283,39 @@ fn sigterm_reaches_the_container_and_rm_leaves_nothing() {
 }
 
 #[test]
+fn rm_unmounts_a_container_a_killed_run_left_mounted_before_it_started() {
+    skip_unless_root!();
+    setup();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    ok(run(&root, &["IMAGE", "true"]));
+    // What a run killed between mounting the rootfs and starting the runtime leaves: the
+    // record (written first, status "created") and the rootfs still mounted.
+    let dir = container_dir(&root).unwrap();
+    let record = dir.join("container.json");
+    let mut r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    r["status"] = "created".into();
+    r["exit_code"] = serde_json::Value::Null;
+    std::fs::write(&record, serde_json::to_vec(&r).unwrap()).unwrap();
+    let rootfs = dir.join("rootfs");
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "left", rootfs.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(container_mounts(&root), 1);
+    let ps = stdout(&ok(rdpull(&root, &["ps", "-a"])));
+    assert!(ps.lines().nth(1).unwrap().ends_with("created"), "{ps}");
+    let id = r["id"].as_str().unwrap();
+    assert_eq!(
+        stdout(&ok(rdpull(&root, &["rm", &id[..12]]))),
+        format!("{id}\n")
+    );
+    assert_nothing_left(&root);
+}
+
+#[test]
 fn a_killed_rdpull_leaves_no_mount_once_its_container_ends() {
     skip_unless_root!();
     setup();
