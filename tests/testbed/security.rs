@@ -131,12 +131,18 @@ fn seccomp_and_capabilities_follow_docker_run_on_every_path() {
     );
 
     // Bad options are one line naming what was wrong, before anything starts.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let cpus_line = format!("--cpus 0: the range is 0.01 to {cpus}.00");
     for (flags, line) in [
         (&["--cap-add", "CAP_NOPE"][..], "unknown capability: \"CAP_NOPE\""),
         (
             &["--security-opt", "apparmor=x"][..],
             "--security-opt \"apparmor=x\": takes seccomp=unconfined, seccomp=FILE.json or no-new-privileges",
         ),
+        (&["--memory", "lots"][..], "--memory lots: not a size (e.g. 32m, 1g)"),
+        (&["-m", "1k"][..], "--memory 1024: the least memory limit is 6MB"),
+        (&["--memory-swap", "1g"][..], "--memory-swap 1073741824: needs --memory"),
+        (&["--cpus", "0"][..], cpus_line.as_str()),
     ] {
         let mut args = vec!["--plain-http", "run", "--rm"];
         args.extend_from_slice(flags);

@@ -49,6 +49,15 @@ pub use seccomp::CACHE_ENV as SECCOMP_CACHE_ENV;
 /// The hidden command that runs the launcher.
 pub const LAUNCH_COMMAND: &str = "__launch";
 
+/// The name the spec's JSON gives `value`, an enum of oci-spec's (`RLIMIT_NOFILE`,
+/// `CAP_CHOWN`, `SCMP_ACT_ALLOW`, `c`); empty for anything else.
+pub(crate) fn spec_name(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 /// The signals passed on to the container (and SIGCHLD, to wait for it).
 pub(crate) fn forwarded_signals() -> SigSet {
     let mut set = SigSet::empty();

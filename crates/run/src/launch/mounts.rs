@@ -17,6 +17,7 @@ use rustix::fs::{Mode, OFlags};
 
 use super::cgroup::Cgroups;
 use super::report::{Context, Failure, Step};
+use super::spec_name;
 use crate::rootfs::RootDir;
 
 const NONE: Option<&str> = None;
@@ -296,7 +297,7 @@ fn make_spec_devices(root: &RootDir, spec: &Spec) -> Result<(), Failure> {
         let dir = root
             .open_in(parent, OFlags::DIRECTORY | OFlags::RDONLY)
             .step(Step::Devices, parent)?;
-        let kind = match name_of_type(&d) {
+        let kind = match spec_name(&d.typ()).as_str() {
             "b" => rustix::fs::FileType::BlockDevice,
             "p" => rustix::fs::FileType::Fifo,
             _ => rustix::fs::FileType::CharacterDevice,
@@ -324,19 +325,6 @@ fn make_spec_devices(root: &RootDir, spec: &Spec) -> Result<(), Failure> {
         .step(Step::Devices, &path)?;
     }
     Ok(())
-}
-
-/// A spec device's type letter (`c`, `b`, `u`, `p`).
-fn name_of_type(d: &oci_spec::runtime::LinuxDevice) -> &'static str {
-    match serde_json::to_value(d.typ())
-        .ok()
-        .as_ref()
-        .and_then(|v| v.as_str())
-    {
-        Some("b") => "b",
-        Some("p") => "p",
-        _ => "c",
-    }
 }
 
 /// The device nodes and links every container gets (runc's defaults).

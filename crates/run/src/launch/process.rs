@@ -21,6 +21,7 @@ use rustix::process::{Resource, Rlimit};
 
 use super::report::{Context, Failure, Step};
 use super::seccomp::Filter;
+use super::spec_name;
 use crate::spec::command_candidates;
 
 /// Become the container's command. Never returns: on failure the report is sent and
@@ -111,10 +112,7 @@ fn nix_fd(n: i32) -> OwnedFd {
 }
 
 fn set_rlimit(r: &PosixRlimit) -> Result<(), Failure> {
-    let name = serde_json::to_value(r.typ())
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
+    let name = spec_name(&r.typ());
     let resource = rlimit_resource(&name)
         .ok_or_else(|| Failure::new(Step::Rlimit, name.clone(), Errno::EINVAL))?;
     let limit = Rlimit {
@@ -152,10 +150,7 @@ fn cap_set(
 ) -> Result<caps::CapsHashSet, Failure> {
     let mut out = caps::CapsHashSet::new();
     for c in list.into_iter().flatten() {
-        let name = serde_json::to_value(c)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
+        let name = spec_name(c);
         let cap = Capability::from_str(&name)
             .map_err(|_| Failure::new(Step::Capabilities, name.clone(), Errno::EINVAL))?;
         out.insert(cap);

@@ -25,6 +25,7 @@ use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompArg};
 use sha2::{Digest, Sha256};
 
 use super::report::{Context, Failure, Step};
+use super::spec_name;
 
 /// Where the launcher keeps generated programs (set by `rdpull run`: the store's
 /// `cache/seccomp`); without it each start generates its program.
@@ -40,13 +41,6 @@ pub(crate) struct Filter {
 /// The largest program the kernel takes (`BPF_MAXINSNS`).
 const MAX_INSNS: usize = 4096;
 
-fn name_of(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
 fn invalid(what: impl Into<String>) -> Failure {
     Failure::new(Step::Seccomp, what, Errno::EINVAL)
 }
@@ -57,7 +51,7 @@ fn action(name: &str, errno_ret: Option<u32>) -> Result<ScmpAction, Failure> {
 }
 
 fn compare(arg: &LinuxSeccompArg) -> Result<ScmpArgCompare, Failure> {
-    let op = match name_of(&arg.op()).as_str() {
+    let op = match spec_name(&arg.op()).as_str() {
         "SCMP_CMP_NE" => ScmpCompareOp::NotEqual,
         "SCMP_CMP_LT" => ScmpCompareOp::Less,
         "SCMP_CMP_LE" => ScmpCompareOp::LessOrEqual,
@@ -128,7 +122,7 @@ fn keep(path: &Path, program: &[u8]) {
 fn load_flags(seccomp: &LinuxSeccomp) -> Result<u32, Failure> {
     let mut flags = 0;
     for f in seccomp.flags().iter().flatten() {
-        flags |= match name_of(f).as_str() {
+        flags |= match spec_name(f).as_str() {
             "SECCOMP_FILTER_FLAG_TSYNC" => 1,
             "SECCOMP_FILTER_FLAG_LOG" => 2,
             "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => 4,
@@ -141,7 +135,7 @@ fn load_flags(seccomp: &LinuxSeccomp) -> Result<u32, Failure> {
 /// Generate `seccomp`'s program with libseccomp.
 fn generate(seccomp: &LinuxSeccomp) -> Result<Vec<u8>, Failure> {
     let default = action(
-        &name_of(&seccomp.default_action()),
+        &spec_name(&seccomp.default_action()),
         seccomp.default_errno_ret(),
     )?;
     let mut ctx = ScmpFilterContext::new(default).map_err(|_| invalid("filter"))?;
@@ -152,7 +146,7 @@ fn generate(seccomp: &LinuxSeccomp) -> Result<Vec<u8>, Failure> {
     ctx.set_filter_attr(libseccomp::ScmpFilterAttr::CtlOptimize, 2)
         .map_err(|_| invalid("filter attribute"))?;
     for arch in seccomp.architectures().iter().flatten() {
-        let name = name_of(arch);
+        let name = spec_name(arch);
         let arch: ScmpArch = name
             .parse()
             .map_err(|_| invalid(format!("architecture {name}")))?;
@@ -162,7 +156,7 @@ fn generate(seccomp: &LinuxSeccomp) -> Result<Vec<u8>, Failure> {
         }
     }
     for rule in seccomp.syscalls().iter().flatten() {
-        let act = action(&name_of(&rule.action()), rule.errno_ret())?;
+        let act = action(&spec_name(&rule.action()), rule.errno_ret())?;
         if act == default {
             continue;
         }

@@ -90,9 +90,13 @@ fn allows_all_devices(resources: Option<&LinuxResources>) -> bool {
         })
 }
 
-fn device_rules(all: bool) -> Vec<DeviceRule> {
-    let lines: &[&str] = if all { &["a"] } else { ALLOWED_DEVICES };
-    lines.iter().filter_map(|l| DeviceRule::parse(l)).collect()
+/// The device rules, as `devices.allow` lines: runc's default list, or all of them.
+fn allowed_devices(all: bool) -> &'static [&'static str] {
+    if all {
+        &["a"]
+    } else {
+        ALLOWED_DEVICES
+    }
 }
 
 impl Cgroups {
@@ -151,7 +155,11 @@ impl Cgroups {
                 Mode::empty(),
             )
             .step(Step::Cgroup, &what)?;
-            device_filter::attach(dir.as_fd(), &device_rules(all_devices))
+            let rules: Vec<DeviceRule> = allowed_devices(all_devices)
+                .iter()
+                .filter_map(|l| DeviceRule::parse(l))
+                .collect();
+            device_filter::attach(dir.as_fd(), &rules)
                 .map_err(|e| Failure::new(Step::Cgroup, format!("{what} (device filter)"), e))?;
             made.v2_only = Some(dir);
         }
@@ -245,8 +253,7 @@ impl Hierarchy {
         }
         if self.has("devices") {
             write(&self.dir.join("devices.deny"), "a")?;
-            let rules: &[&str] = if all_devices { &["a"] } else { ALLOWED_DEVICES };
-            for rule in rules {
+            for rule in allowed_devices(all_devices) {
                 write(&self.dir.join("devices.allow"), rule)?;
             }
         }
