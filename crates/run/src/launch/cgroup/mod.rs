@@ -148,20 +148,7 @@ impl Cgroups {
                 .iter()
                 .find(|h| h.is_v2())
                 .expect("a v2 hierarchy");
-            let what = h.dir.display().to_string();
-            let dir = rustix::fs::open(
-                &h.dir,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .step(Step::Cgroup, &what)?;
-            let rules: Vec<DeviceRule> = allowed_devices(all_devices)
-                .iter()
-                .filter_map(|l| DeviceRule::parse(l))
-                .collect();
-            device_filter::attach(dir.as_fd(), &rules)
-                .map_err(|e| Failure::new(Step::Cgroup, format!("{what} (device filter)"), e))?;
-            made.v2_only = Some(dir);
+            made.v2_only = Some(h.attach_device_filter(all_devices)?);
         }
         Ok(made)
     }
@@ -240,6 +227,25 @@ fn enable_controllers(h: &Hierarchy, limits: &[limits::LimitFile]) -> Result<(),
 }
 
 impl Hierarchy {
+    /// Attach the device rules' eBPF program to this (v2) directory; returns it open,
+    /// for `CLONE_INTO_CGROUP`.
+    fn attach_device_filter(&self, all_devices: bool) -> Result<OwnedFd, Failure> {
+        let what = self.dir.display().to_string();
+        let dir = rustix::fs::open(
+            &self.dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .step(Step::Cgroup, &what)?;
+        let rules: Vec<DeviceRule> = allowed_devices(all_devices)
+            .iter()
+            .filter_map(|l| DeviceRule::parse(l))
+            .collect();
+        device_filter::attach(dir.as_fd(), &rules)
+            .map_err(|e| Failure::new(Step::Cgroup, format!("{what} (device filter)"), e))?;
+        Ok(dir)
+    }
+
     fn configure(&self, all_devices: bool) -> Result<(), Failure> {
         if self.has("cpuset") {
             // A new cpuset has no cpus or mems, and nothing can join it until it does.
