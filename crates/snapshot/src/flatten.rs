@@ -18,6 +18,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
+use rdpull_unpack::copy_owner_mode;
 use rdpull_unpack::overlay::{is_opaque, is_overlay_xattr, is_whiteout};
 
 use crate::error::StoreError;
@@ -307,12 +308,7 @@ impl Flattener<'_> {
     /// Owner, mode and xattrs of a directory: overlayfs shows the upper one's, so any
     /// xattr the lower directory had and this one lacks is removed.
     fn dir_meta(&self, src: &OwnedFd, dst: &OwnedFd, st: &Stat) -> io::Result<()> {
-        rfs::fchown(
-            dst,
-            Some(rfs::Uid::from_raw(st.st_uid)),
-            Some(rfs::Gid::from_raw(st.st_gid)),
-        )?;
-        rfs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+        copy_owner_mode(st, dst, true)?;
         let want = list_xattrs(src);
         for n in list_xattrs(dst) {
             if !want.contains(&n) {
@@ -388,9 +384,7 @@ impl Flattener<'_> {
         )?;
         copy_data(&s, &d, st.st_size as u64)?;
         self.stats.file_bytes += st.st_size as u64;
-        let (uid, gid) = owner(st);
-        rfs::fchown(&d, uid, gid)?;
-        rfs::fchmod(&d, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+        copy_owner_mode(st, &d, true)?;
         copy_xattrs(&s, &d)?;
         rfs::futimens(&d, &times(st.st_mtime_ts()))?;
         Ok(())

@@ -7,9 +7,10 @@ use std::rc::Rc;
 
 use rdpull_verify::{Digest, HashingReader, VerifyError};
 
-use crate::apply::{apply_tar, ApplyOptions, LayerStats};
+use crate::apply::{apply_tar, LayerStats};
 use crate::compression::{Compression, Decoder};
 use crate::error::UnpackError;
+use crate::options::ApplyOptions;
 use crate::pipe::{pipe, PumpError};
 
 /// Read-ahead between the compressed hash and the decompressor.

@@ -11,24 +11,34 @@
 //! so a hostile layer cannot write outside it. It does not fetch blobs, decide where layer directories live, or
 //! commit them: that is the snapshot store's job.
 
+// Ground: paths, the overlay format, file helpers, options and the apply→settle record.
+mod files;
+mod options;
+pub mod overlay;
+mod path;
+mod record;
+// Views of layer directories.
+mod merged;
+mod root;
+// Applying a tar stream, and settling the result on the layers below; neither imports
+// the other.
 mod apply;
+mod settle;
+// Tar and compression plumbing, and the composition of it all.
 mod compression;
 mod error;
 mod header;
 mod layer;
-mod lower;
-mod merged;
-pub mod overlay;
-mod path;
 mod pax;
 mod pipe;
-mod root;
 mod writeback;
 
-pub use apply::{apply_tar, ApplyOptions, LayerStats};
+pub use apply::{apply_tar, LayerStats};
 pub use compression::{Compression, Decoder};
 pub use error::UnpackError;
+pub use files::{copy_owner_mode, remove_all};
 pub use layer::{unpack_layer, LayerDescriptor};
-pub use lower::{settle_on_lowers, LowerRefs};
+pub use options::ApplyOptions;
 pub use path::clean as clean_path;
-pub use root::remove_all;
+pub use record::LowerRefs;
+pub use settle::settle_on_lowers;

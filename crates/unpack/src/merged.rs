@@ -16,7 +16,7 @@ use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
 use crate::overlay::{is_opaque, is_whiteout};
-use crate::root::os;
+use crate::path::os;
 
 /// Linux's own limit for symlinks followed in one lookup.
 const MAX_SYMLINKS: usize = 40;

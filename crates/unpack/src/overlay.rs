@@ -12,7 +12,7 @@ use std::os::fd::AsFd;
 
 use rustix::fs::{self as rfs, FileType, Mode, Stat, XattrFlags};
 
-use crate::root::os;
+use crate::path::os;
 
 /// The xattr that marks an opaque directory.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";

@@ -1,4 +1,7 @@
-//! Lexical cleaning of tar entry names.
+//! Lexical cleaning of tar entry names, and the byte paths every `*at` call takes.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 
 /// Clean a tar entry name into a path relative to the layer root: leading `/` dropped,
 /// `.` and empty components removed, `..` popping a component but never going above the
@@ -29,6 +32,11 @@ pub(crate) fn split(rel: &[u8]) -> (&[u8], &[u8]) {
 /// A path for messages: `/` plus the cleaned path, invalid UTF-8 replaced.
 pub(crate) fn display(rel: &[u8]) -> String {
     format!("/{}", String::from_utf8_lossy(rel))
+}
+
+/// A path's bytes as an `OsStr`, for the `*at` calls.
+pub(crate) fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
 }
 
 #[cfg(test)]

@@ -7,18 +7,17 @@
 //! tar entry names can land outside the directory.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::lower::Order;
 use crate::overlay::{is_whiteout, set_opaque};
+use crate::path::os;
+use crate::record::Order;
 
 /// Linux's own limit for symlinks followed in one lookup.
 const MAX_SYMLINKS: usize = 40;
@@ -26,10 +25,6 @@ const MAX_SYMLINKS: usize = 40;
 /// cache catches nearly every parent lookup. Cleared when full (RLIMIT_NOFILE is finite
 /// and several layers unpack at once).
 const DIR_CACHE_MAX: usize = 128;
-
-pub(crate) fn os(b: &[u8]) -> &OsStr {
-    OsStr::from_bytes(b)
-}
 
 pub(crate) struct LayerRoot {
     root: Arc<OwnedFd>,
@@ -251,67 +246,4 @@ fn dup_dir(fd: &OwnedFd) -> io::Result<OwnedFd> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
-}
-
-/// What was at a name before an entry took its place.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Previous {
-    Nothing,
-    Directory,
-    Other(FileType),
-}
-
-/// Remove whatever is at `parent/name` (recursively for a directory), unless it is a
-/// directory and `keep_dir` is set. Reports what was there.
-pub(crate) fn clear_slot(parent: &impl AsFd, name: &[u8], keep_dir: bool) -> io::Result<Previous> {
-    let st = match rfs::statat(parent, os(name), AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => st,
-        Err(Errno::NOENT) => return Ok(Previous::Nothing),
-        Err(e) => return Err(e.into()),
-    };
-    let ft = FileType::from_raw_mode(st.st_mode);
-    if ft == FileType::Directory {
-        if !keep_dir {
-            remove_all(parent, name)?;
-        }
-        return Ok(Previous::Directory);
-    }
-    rfs::unlinkat(parent, os(name), AtFlags::empty())?;
-    Ok(Previous::Other(ft))
-}
-
-/// `rm -rf parent/name` without following symlinks and without leaving `parent`.
-pub fn remove_all(parent: &impl AsFd, name: &[u8]) -> io::Result<()> {
-    match rfs::unlinkat(parent, os(name), AtFlags::empty()) {
-        Ok(()) => return Ok(()),
-        Err(Errno::NOENT) => return Ok(()),
-        Err(Errno::ISDIR) | Err(Errno::PERM) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let dir = rfs::openat(
-        parent,
-        os(name),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut children = Vec::new();
-    for e in rfs::Dir::read_from(&dir)? {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            children.push((n.to_vec(), e.file_type() == FileType::Directory));
-        }
-    }
-    for (child, is_dir) in children {
-        if is_dir {
-            remove_all(&dir, &child)?;
-        } else {
-            match rfs::unlinkat(&dir, os(&child), AtFlags::empty()) {
-                Err(Errno::ISDIR) => remove_all(&dir, &child)?,
-                r => r?,
-            }
-        }
-    }
-    rfs::unlinkat(parent, os(name), AtFlags::REMOVEDIR)?;
-    Ok(())
 }
