@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use rdpull_fetch::Reference;
-use rdpull_pipeline::{find_images, pull, pull_if_missing, unpack_to, Ensured, PullError};
+use rdpull_pipeline::{find_images, pull, pull_if_missing, Ensured, PullError};
 use rdpull_snapshot::{ImageRecord, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     });
     match (result, signal) {
         (Ok(code), _) => code,
-        (Err(e), Some(number)) if matches!(e.downcast_ref(), Some(PullError::Interrupted)) => {
+        (Err(e), Some(number)) if interrupted(e.as_ref()) => {
             eprintln!(
                 "rdpull: interrupted by {}: what was committed is kept, the rest removed",
                 signals::name(number)
@@ -79,6 +79,17 @@ fn main() -> ExitCode {
         }
         (Err(e), _) => fail(e.as_ref()),
     }
+}
+
+/// Did the work stop because a signal cancelled it (a pull, or a flattening)?
+fn interrupted(e: &(dyn std::error::Error + 'static)) -> bool {
+    use rdpull_snapshot::StoreError;
+    matches!(e.downcast_ref(), Some(PullError::Interrupted))
+        || matches!(e.downcast_ref(), Some(StoreError::Interrupted))
+        || matches!(
+            e.downcast_ref(),
+            Some(rdpull_run::RunError::Store(StoreError::Interrupted))
+        )
 }
 
 /// `inspect`: every image each argument names, as one JSON array.
@@ -142,8 +153,10 @@ async fn unpack(
     let (reference, image) = ensure_image(&store, g, image, cancel, Progress::new(g.quiet)).await?;
     // On a blocking thread, so that a signal can stop it between two entries.
     let (dir2, cancel) = (dir.to_path_buf(), cancel.clone());
-    let stats =
-        tokio::task::spawn_blocking(move || unpack_to(&store, &image, &dir2, &cancel)).await??;
+    let stats = tokio::task::spawn_blocking(move || {
+        rdpull_snapshot::flatten_image(&store, &image, &dir2, &|| cancel.is_cancelled())
+    })
+    .await??;
     if !g.quiet {
         println!(
             "Unpacked {reference} to {} ({} entries)",
@@ -166,7 +179,7 @@ async fn bundle(
     let (reference, image) = ensure_image(&store, g, image, cancel, Progress::new(g.quiet)).await?;
     let (dir2, cancel) = (dir.to_path_buf(), cancel.clone());
     let id = tokio::task::spawn_blocking(move || {
-        rdpull_pipeline::bundle_to(&store, &image, &dir2, &run, &cancel)
+        rdpull_run::bundle_image(&store, &image, &dir2, &run, &|| cancel.is_cancelled())
     })
     .await??;
     if !g.quiet {
@@ -217,9 +230,8 @@ async fn run_container(
     let ran: Result<i32, BoxError> = async {
         let (_, image) =
             ensure_image(&store, g, image, cancel, Progress::on_stderr(g.quiet)).await?;
-        let config = rdpull_pipeline::image_config(&store, &image)?;
         let joined = tokio::task::spawn_blocking(move || {
-            let mut c = rdpull_run::Container::create(&store, &image, &config, &opts)?;
+            let mut c = rdpull_run::Container::create(&store, &image, &opts)?;
             let code = c.run(&runtime, signals::forward_to);
             signals::forward_to(0);
             if rm {

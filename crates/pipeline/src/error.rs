@@ -5,7 +5,7 @@ use rdpull_snapshot::StoreError;
 use rdpull_unpack::UnpackError;
 use rdpull_verify::{Digest, VerifyError};
 
-/// Why a pull, or the flattening of a pulled image, failed. One line each, naming the
+/// Why a pull failed. One line each, naming the
 /// layer, digest or path involved.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -45,17 +45,6 @@ pub enum PullError {
         what: &'static str,
         #[source]
         source: tokio::task::JoinError,
-    },
-    /// The runtime spec or bundle of an image could not be made.
-    #[error(transparent)]
-    Spec(#[from] rdpull_run::SpecError),
-    /// Writing a flattened rootfs: `op` names the step, `path` the target.
-    #[error("{op} {path}: {source}")]
-    Rootfs {
-        op: &'static str,
-        path: String,
-        #[source]
-        source: io::Error,
     },
 }
 

@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use rdpull_fetch::{BlobDescriptor, ClientOptions, Platform, Reference};
 use rdpull_pipeline::{
-    pull, pull_if_missing, unpack_to, Ensured, LayerError, LayerState, PullError, PullOptions,
-    Reporter,
+    pull, pull_if_missing, Ensured, LayerError, LayerState, PullError, PullOptions, Reporter,
 };
-use rdpull_snapshot::Store;
+use rdpull_snapshot::{flatten_image, Store};
 use rdpull_testkit::registry::{one_file_layer, FakeRegistry, Reply, LAYER_GZIP};
 use rdpull_testkit::{listing, skip_unless_root};
 use rdpull_unpack::UnpackError;
@@ -145,13 +144,13 @@ async fn a_pull_through_the_library_reports_every_step_and_commits_the_chain() {
         assert_eq!(reg.hits(&FakeRegistry::blob_path("app", d)), 1);
     }
 
-    // pull_if_missing finds it; unpack_to flattens it.
+    // pull_if_missing finds it; flatten_image flattens it.
     let ensured = pull_if_missing(store.clone(), &reference, &options(), again)
         .await
         .unwrap();
     assert!(matches!(ensured, Ensured::Present(_)));
     let dir = root.path().join("rootfs");
-    let stats = unpack_to(&store, ensured.image(), &dir, &CancellationToken::new()).unwrap();
+    let stats = flatten_image(&store, ensured.image(), &dir, &|| false).unwrap();
     assert_eq!(stats.entries, 2);
     assert_eq!(listing(&dir), ["/a f 0644 0:0 1", "/b f 0644 0:0 22"]);
 }
@@ -213,7 +212,7 @@ async fn kept_blobs_are_the_blobs_and_layers_unpack_again_from_them() {
         pushed.blobs[1]
     );
     let dir = root.path().join("rootfs");
-    unpack_to(&store, &outcome.image, &dir, &CancellationToken::new()).unwrap();
+    flatten_image(&store, &outcome.image, &dir, &|| false).unwrap();
     assert_eq!(listing(&dir), ["/a f 0644 0:0 1", "/b f 0644 0:0 22"]);
 
     // Without keep_blobs, kept blobs are still used, and stay.

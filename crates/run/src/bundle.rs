@@ -5,8 +5,10 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use oci_spec::runtime::Spec;
+use rdpull_snapshot::{flatten_image, ImageRecord, Store};
 
-use crate::error::SpecError;
+use crate::error::{RunError, SpecError};
+use crate::spec::{runtime_spec, RunOptions};
 
 /// A container's id: 64 random hex characters, as Docker's; its first 12 are the default
 /// hostname.
@@ -61,8 +63,45 @@ pub fn write_bundle(dir: &Path, spec: &Spec) -> Result<(), SpecError> {
     let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
     write("resolv.conf", &resolv)?;
     crate::handoff::secure_rootfs(&dir.join("rootfs"), dir, spec)?;
-    let json = serde_json::to_vec_pretty(spec).map_err(|e| SpecError::Spec(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(spec).map_err(SpecError::Spec)?;
     write("config.json", &json)
+}
+
+/// Write the stored `image` as a bundle in `dir`, which must not exist: `dir/rootfs`
+/// flattened, `dir/config.json` for `run`, and the container's `/etc` files. Returns the
+/// container id the spec was made for (its hostname is the id's first 12 characters
+/// unless `run` names one). `stop` is asked between entries of the flattening (a
+/// signal). On failure `dir` is removed.
+pub fn bundle_image(
+    store: &Store,
+    image: &ImageRecord,
+    dir: &Path,
+    run: &RunOptions,
+    stop: &dyn Fn() -> bool,
+) -> Result<ContainerId, RunError> {
+    let fail = |op: &'static str, source: io::Error| SpecError::BundleDir {
+        op,
+        path: dir.display().to_string(),
+        source,
+    };
+    let config = store.image_config(image)?;
+    std::fs::create_dir(dir).map_err(|e| fail("create bundle", e))?;
+    let written = (|| {
+        let rootfs = dir.join("rootfs");
+        flatten_image(store, image, &rootfs, stop)?;
+        let id = ContainerId::random().map_err(|e| fail("container id", e))?;
+        let hostname = run
+            .hostname
+            .clone()
+            .unwrap_or_else(|| id.short().to_string());
+        let spec = runtime_spec(&config, &rootfs, run, &hostname)?;
+        write_bundle(dir, &spec)?;
+        Ok(id)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    written
 }
 
 #[cfg(test)]

@@ -82,9 +82,9 @@ impl Container {
     pub fn create(
         store: &Store,
         image: &ImageRecord,
-        config: &ImageConfiguration,
         opts: &RunOptions,
     ) -> Result<Container, RunError> {
+        let config = store.image_config(image)?;
         let id = ContainerId::random().map_err(io_err(store.root()))?;
         let dir = containers_dir(store).join(id.as_str());
         std::fs::create_dir_all(dir.join("rootfs")).map_err(io_err(&dir))?;
@@ -109,7 +109,7 @@ impl Container {
         };
         let made = c
             .save()
-            .and_then(|()| c.prepare(store, image, config, opts, &id));
+            .and_then(|()| c.prepare(store, image, &config, opts, &id));
         if let Err(e) = made {
             c.remove(store);
             return Err(e);

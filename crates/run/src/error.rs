@@ -87,9 +87,17 @@ pub enum SpecError {
         #[source]
         source: io::Error,
     },
+    /// Making a bundle's directory or its container id: `op` names the step.
+    #[error("{op} {path}: {source}")]
+    BundleDir {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     /// The spec does not fit oci-spec's types (a bug of this crate, not an input).
     #[error("runtime spec: {0}")]
-    Spec(String),
+    Spec(#[source] serde_json::Error),
 }
 
 /// Why a container could not run. [`RunError::exit_code`] is what `docker run` would

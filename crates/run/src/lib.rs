@@ -26,7 +26,7 @@ mod seccomp;
 mod spec;
 mod user;
 
-pub use bundle::{write_bundle, ContainerId};
+pub use bundle::{bundle_image, write_bundle, ContainerId};
 pub use capabilities::DEFAULT_CAPABILITIES;
 pub use container::{list_containers, remove_container_by_id, Container, ContainerRecord, Runtime};
 pub use error::{RunError, SpecError};

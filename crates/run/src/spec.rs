@@ -147,7 +147,7 @@ pub fn runtime_spec(
         "mounts": mounts(opts.read_only, opts.privileged),
         "linux": linux(opts, seccomp),
     });
-    serde_json::from_value(spec).map_err(|e| SpecError::Spec(e.to_string()))
+    serde_json::from_value(spec).map_err(SpecError::Spec)
 }
 
 /// Namespaces (the host's network unless `--network none`), the device cgroup (deny all

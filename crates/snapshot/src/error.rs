@@ -34,6 +34,24 @@ pub enum StoreError {
     /// `--keep-blobs`).
     #[error("layer blob {0} is not kept: pull the image with --keep-blobs first")]
     NotKept(String),
+    /// An image's config blob does not parse as an image config.
+    #[error("config {digest}: not an image config: {source}")]
+    Config {
+        digest: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Writing a flattened rootfs: `op` names the step, `path` the target.
+    #[error("{op} {path}: {source}")]
+    Rootfs {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The caller stopped the work (a signal); what it had written is removed.
+    #[error("interrupted")]
+    Interrupted,
     /// A stored blob does not match its digest.
     #[error("blob {digest}: {source}")]
     Blob {

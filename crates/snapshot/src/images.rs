@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use oci_spec::image::ImageConfiguration;
 use rdpull_verify::Digest;
 
 use crate::error::{io_err, StoreError};
@@ -171,6 +172,15 @@ impl Store {
         f.sync_all().map_err(io_err(tmp.display()))?;
         std::fs::rename(&tmp, &path).map_err(io_err(path.display()))?;
         sync_dir(dir)
+    }
+
+    /// The image config of a stored image.
+    pub fn image_config(&self, image: &ImageRecord) -> Result<ImageConfiguration, StoreError> {
+        let digest = &image.config_digest;
+        serde_json::from_slice(&self.blob(digest)?).map_err(|source| StoreError::Config {
+            digest: digest.to_string(),
+            source,
+        })
     }
 
     /// Read a stored blob back, verified.

@@ -29,7 +29,7 @@ mod writeback;
 
 pub use chain::ChainId;
 pub use error::StoreError;
-pub use flatten::{flatten, flatten_until, FlattenStats};
+pub use flatten::{flatten, flatten_image, flatten_until, FlattenStats};
 pub use fsutil::{disk_usage, DiskUsage};
 pub use gc::{Lease, PruneReport};
 pub use ingest::{Ingest, PartialDownload};

@@ -6,6 +6,10 @@
 //! directory takes the upper layer's metadata and keeps the lower contents, anything else
 //! replaces the path. Hard links within a layer stay hard links; file holes stay holes.
 
+mod image;
+
+pub use image::flatten_image;
+
 use std::collections::{BTreeMap, HashMap};
 
 use std::io;

@@ -1,23 +1,24 @@
-//! A pulled image as one plain directory.
+//! A stored image flattened into a plain directory (`rdpull unpack`, a bundle's rootfs).
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rdpull_snapshot::{FlattenStats, ImageRecord, Store};
-use tokio_util::sync::CancellationToken;
+use super::{flatten_until, FlattenStats};
+use crate::error::StoreError;
+use crate::record::ImageRecord;
+use crate::store::Store;
 
-use crate::error::PullError;
-
-/// Flatten an image's snapshots into `dest`, which must not exist (its parent must).
-/// Built in a hidden sibling and renamed into place, so `dest` appears whole or not at all;
-/// when `cancel` fires, the sibling is removed and [`PullError::Interrupted`] returned.
-pub fn unpack_to(
+/// Flatten `image`'s snapshots into `dest`, which must not exist (its parent must).
+/// Built in a hidden sibling and renamed into place, so `dest` appears whole or not at
+/// all. `stop` is asked before each entry; once it says true, the sibling is removed and
+/// [`StoreError::Interrupted`] returned.
+pub fn flatten_image(
     store: &Store,
     image: &ImageRecord,
     dest: &Path,
-    cancel: &CancellationToken,
-) -> Result<FlattenStats, PullError> {
-    let fail = |op: &'static str, source: io::Error| PullError::Rootfs {
+    stop: &dyn Fn() -> bool,
+) -> Result<FlattenStats, StoreError> {
+    let fail = |op: &'static str, source: io::Error| StoreError::Rootfs {
         op,
         path: dest.display().to_string(),
         source,
@@ -41,7 +42,7 @@ pub fn unpack_to(
     ));
     let _lease = store.lease()?;
     std::fs::create_dir(&tmp).map_err(|e| fail("create", e))?;
-    let result = flatten_into(store, image, &tmp, cancel).and_then(|stats| {
+    let result = flatten_into(store, image, &tmp, stop).and_then(|stats| {
         std::fs::rename(&tmp, dest)
             .map(|_| stats)
             .map_err(|e| fail("rename into", e))
@@ -56,15 +57,15 @@ fn flatten_into(
     store: &Store,
     image: &ImageRecord,
     dir: &Path,
-    cancel: &CancellationToken,
-) -> Result<FlattenStats, PullError> {
+    stop: &dyn Fn() -> bool,
+) -> Result<FlattenStats, StoreError> {
     let layers = image
         .chain
         .iter()
         .map(|c| store.stat(&c.to_string()).map(|i| store.fs_path(&i)))
         .collect::<Result<Vec<_>, _>>()?;
-    match rdpull_snapshot::flatten_until(&layers, dir, &|| cancel.is_cancelled()) {
-        Err(_) if cancel.is_cancelled() => Err(PullError::Interrupted),
-        flattened => Ok(flattened?),
+    match flatten_until(&layers, dir, stop) {
+        Err(_) if stop() => Err(StoreError::Interrupted),
+        flattened => flattened,
     }
 }
