@@ -26,7 +26,24 @@ pub enum SnapshotterError {
     },
     /// The metadata database failed.
     #[error("metadata: {0}")]
-    Database(String),
+    Database(#[source] Box<redb::Error>),
+    /// The metadata database could not be opened (another process holds it).
+    #[error("metadata {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: Box<redb::DatabaseError>,
+    },
+    /// A record of the database does not parse.
+    #[error("metadata: record {key}: {source}")]
+    Record {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record contradicts itself (an active snapshot without its own files).
+    #[error("metadata: {key}: {why}")]
+    Inconsistent { key: String, why: &'static str },
     /// rdpull's own store (shared layers) failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -39,7 +56,7 @@ impl SnapshotterError {
     }
 
     pub(crate) fn db(e: impl Into<redb::Error>) -> Self {
-        SnapshotterError::Database(e.into().to_string())
+        SnapshotterError::Database(Box::new(e.into()))
     }
 
     /// The gRPC status code containerd's client maps back to the same `errdefs` kind.
@@ -99,7 +116,13 @@ mod tests {
                 SnapshotterError::Store(StoreError::NotFound("s".into())),
                 Code::NotFound,
             ),
-            (SnapshotterError::Database("x".into()), Code::Internal),
+            (
+                SnapshotterError::Inconsistent {
+                    key: "x".into(),
+                    why: "active without files",
+                },
+                Code::Internal,
+            ),
         ];
         for (e, code) in cases {
             let text = e.to_string();

@@ -94,8 +94,10 @@ fn encode(r: &Record) -> Vec<u8> {
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Record, SnapshotterError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| SnapshotterError::Database(format!("record {key}: {e}")))
+    serde_json::from_slice(bytes).map_err(|source| SnapshotterError::Record {
+        key: key.to_string(),
+        source,
+    })
 }
 
 /// The write half of a transaction, as the checks of one call see it.
@@ -148,11 +150,9 @@ impl Writer<'_> {
 
 impl Metadata {
     pub fn open(path: &Path) -> Result<Metadata, SnapshotterError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                SnapshotterError::Database(format!("{}: in use by another process", path.display()))
-            }
-            e => SnapshotterError::Database(format!("{}: {e}", path.display())),
+        let db = Database::create(path).map_err(|source| SnapshotterError::Open {
+            path: path.display().to_string(),
+            source: Box::new(source),
         })?;
         let meta = Metadata { db };
         meta.write(|_| Ok(()))?;

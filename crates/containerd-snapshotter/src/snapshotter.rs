@@ -185,9 +185,10 @@ impl Snapshotter {
         let mut options = Vec::new();
         if top.kind == Kind::Active {
             let Files::Own(id) = top.files else {
-                return Err(SnapshotterError::Database(format!(
-                    "{key}: active without files"
-                )));
+                return Err(SnapshotterError::Inconsistent {
+                    key: key.to_string(),
+                    why: "active without files",
+                });
             };
             options.push("index=off".to_string());
             options.push(format!(
