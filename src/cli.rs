@@ -124,9 +124,12 @@ pub(crate) struct Global {
     #[arg(long, global = true, default_value_t = 30)]
     pub(crate) stall_timeout: u64,
     /// A download slower than this many bytes a second over a whole --stall-timeout window
-    /// is resumed, and fails after five such windows (0: no minimum).
+    /// is resumed, and fails after --slow-windows such windows (0: no minimum).
     #[arg(long, global = true, default_value_t = ClientOptions::default().min_rate)]
     pub(crate) min_rate: u64,
+    /// Too-slow windows a download may have before it fails (at most 5, the retries).
+    #[arg(long, global = true, default_value_t = ClientOptions::default().slow_windows)]
+    pub(crate) slow_windows: u32,
     /// Seconds a small object (manifest, config, token) may take as a whole.
     #[arg(long, global = true, default_value_t = ClientOptions::default().request_timeout.as_secs())]
     pub(crate) request_timeout: u64,

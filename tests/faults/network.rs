@@ -394,7 +394,15 @@ fn a_trickling_blob_fails_within_a_bound_naming_its_rate() {
     );
     let root = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
-    let args = ["--stall-timeout", "1", "--min-rate", "1000"];
+    // The longer budget, asked for: five windows.
+    let args = [
+        "--stall-timeout",
+        "1",
+        "--min-rate",
+        "1000",
+        "--slow-windows",
+        "5",
+    ];
     let e = fails(pull(&reg, root.path(), "app:v1", &args));
     // 5 windows of 1 s, plus backoff (at most 0.3+0.6+1.2+2.4 s).
     assert!(
@@ -419,6 +427,42 @@ fn a_trickling_blob_fails_within_a_bound_naming_its_rate() {
             "{range:?}"
         );
     }
+}
+
+#[test]
+fn a_trickling_blob_fails_after_two_slow_windows_by_default() {
+    skip_unless_root!();
+    let reg = FakeRegistry::start();
+    let p = reg.push("app", "v1", &[incompressible_layer(100_000)]);
+    let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
+    reg.set(
+        &path,
+        Reply::Trickle {
+            body: p.blobs[0].clone(),
+            piece: 20,
+            every: Duration::from_millis(100),
+        },
+    );
+    let root = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let e = fails(pull(
+        &reg,
+        root.path(),
+        "app:v1",
+        &["--stall-timeout", "1", "--min-rate", "1000"],
+    ));
+    // 2 windows of 1 s and one backoff (at most 0.3 s): far below the 5 windows'.
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let blob = &p.layer_digests[0];
+    assert!(
+        e.contains("gave up after 2 attempts") && e.contains(&format!("blob {blob}: too slow: ")),
+        "{e}"
+    );
+    assert_eq!(reg.requests(&path).len(), 2);
 }
 
 #[test]

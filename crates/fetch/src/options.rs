@@ -31,8 +31,11 @@ pub struct ClientOptions {
     pub stall_timeout: Duration,
     /// A blob body that delivers fewer bytes a second than this over a whole
     /// `stall_timeout` window is too slow: resumed like a broken one, and failing for
-    /// good after `retry.max_attempts` such windows (curl's `--speed-limit`). 0: off.
+    /// good after `slow_windows` such windows (curl's `--speed-limit`). 0: off.
     pub min_rate: u64,
+    /// Too-slow windows a blob body may have before it fails (at most
+    /// `retry.max_attempts`): a dead-slow server fails within this many stall windows.
+    pub slow_windows: u32,
     /// A small object must arrive within this: the ping and token requests whole, a
     /// manifest's body, an image config with its retries. (Response headers are bounded
     /// by `stall_timeout` per attempt.)
@@ -114,6 +117,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(30),
             min_rate: 1024,
+            slow_windows: 2,
             request_timeout: Duration::from_secs(60),
             pool_size: 16,
             retry: RetryPolicy::default(),
