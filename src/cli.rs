@@ -22,42 +22,84 @@ pub(crate) struct Cli {
 /// `rdpull [OPTIONS] IMAGE` means `rdpull [OPTIONS] pull IMAGE`, as the design's
 /// `rdpull --parallel 16 centos:latest`.
 pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    // The options that take a value, from clap's own definition, to skip their values.
+    if let Some(i) = first_word(&args) {
+        let a = args[i].to_string_lossy();
+        let is_command = a == "help" || Cli::command().get_subcommands().any(|c| c.get_name() == a);
+        if !is_command {
+            args.insert(i, "pull".into());
+        }
+    }
+    args
+}
+
+/// The first word of `args` that is neither an option nor an option's value (options
+/// that take one are known from clap's own definition), up to a `--`.
+fn first_word(args: &[std::ffi::OsString]) -> Option<usize> {
     let value_options: Vec<String> = Cli::command()
         .get_arguments()
         .filter(|a| a.get_action().takes_values())
         .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
         .collect();
-    let commands: Vec<String> = Cli::command()
-        .get_subcommands()
-        .map(|c| c.get_name().to_string())
-        .chain(["help".to_string()])
-        .collect();
     let mut i = 1;
     while i < args.len() {
         let a = args[i].to_string_lossy();
         if a == "--" {
-            break;
+            return None;
         }
-        if a.starts_with('-') {
-            i += if value_options.iter().any(|o| o == a.as_ref()) {
-                2
-            } else {
-                1
-            };
-            continue;
+        if !a.starts_with('-') {
+            return Some(i);
         }
-        if !commands.iter().any(|c| c == a.as_ref()) {
-            args.insert(i, "pull".into());
-        }
-        break;
+        i += if value_options.iter().any(|o| o == a.as_ref()) {
+            2
+        } else {
+            1
+        };
     }
+    None
+}
+
+/// The registry's `--user USER:PASSWORD` after a command, as `skopeo` and `crane` users
+/// type it (`rdpull pull --user u:p IMAGE`), moved before the command, where clap takes
+/// it. Not after `run` or `bundle`, whose `--user` is the container's user.
+pub(crate) fn registry_user_before_command(
+    mut args: Vec<std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let Some(at) = command_index(&args) else {
+        return args;
+    };
+    if ["run", "bundle"].contains(&args[at].to_string_lossy().as_ref()) {
+        return args;
+    }
+    let mut i = at + 1;
+    let mut moved = Vec::new();
+    while i < args.len() && args[i] != "--" {
+        let a = args[i].to_string_lossy();
+        if a == "--user" && i + 1 < args.len() {
+            moved.extend(args.drain(i..i + 2));
+        } else if a.starts_with("--user=") {
+            moved.push(args.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    args.splice(at..at, moved);
     args
+}
+
+/// Where the command's name is in `args`.
+fn command_index(args: &[std::ffi::OsString]) -> Option<usize> {
+    let i = first_word(args)?;
+    let a = args[i].to_string_lossy();
+    Cli::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == a)
+        .then_some(i)
 }
 
 /// Parse the command line. A usage error of `run` exits 125, as `docker run`'s do (the
 /// command's own codes are the container's); other usage errors exit 2.
 pub(crate) fn parse(args: Vec<std::ffi::OsString>) -> Cli {
+    let args = registry_user_before_command(args);
     match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() && names_run(&args) => {
@@ -70,15 +112,7 @@ pub(crate) fn parse(args: Vec<std::ffi::OsString>) -> Cli {
 
 /// Is `run` the command `args` ask for (the first word that is a command name)?
 fn names_run(args: &[std::ffi::OsString]) -> bool {
-    let commands: Vec<String> = Cli::command()
-        .get_subcommands()
-        .map(|c| c.get_name().to_string())
-        .collect();
-    args.iter()
-        .skip(1)
-        .map(|a| a.to_string_lossy())
-        .find(|a| commands.iter().any(|c| c == a))
-        .is_some_and(|a| a == "run")
+    command_index(args).is_some_and(|i| args[i] == "run")
 }
 
 #[derive(Args, Clone)]
@@ -116,8 +150,8 @@ pub(crate) struct Global {
     /// Extra CA certificates (PEM) to trust for registry TLS.
     #[arg(long, global = true)]
     pub(crate) tls_ca: Option<PathBuf>,
-    /// Registry credentials, USER:PASSWORD (before the command: after `bundle`, `--user`
-    /// is the container's user).
+    /// Registry credentials, USER:PASSWORD (before or after the command; after `run` and
+    /// `bundle`, `--user` is the container's user).
     #[arg(long, env = "RDPULL_USER", hide_env_values = true)]
     pub(crate) user: Option<String>,
     /// Seconds a download may go without receiving a byte.
@@ -314,6 +348,34 @@ mod tests {
             ]
         );
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn registry_user_after_the_command_is_the_registry_user() {
+        let moved = |s: &str| -> Vec<String> {
+            registry_user_before_command(args(s).into_iter().map(Into::into).collect())
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            moved("rdpull --root /r pull --user u:p x --quiet"),
+            ["rdpull", "--root", "/r", "--user", "u:p", "pull", "x", "--quiet"]
+        );
+        assert_eq!(
+            moved("rdpull images --user=u:p"),
+            ["rdpull", "--user=u:p", "images"]
+        );
+        assert_eq!(
+            moved("rdpull x --user u:p"),
+            ["rdpull", "--user", "u:p", "pull", "x"]
+        );
+        // After run and bundle it is the container's user.
+        for kept in ["rdpull run --user 1:2 x", "rdpull bundle --user 1:2 x d"] {
+            assert_eq!(moved(kept), args(kept), "{kept}");
+        }
+        let cli = Cli::try_parse_from(moved("rdpull --quiet save --user a:b x f")).unwrap();
+        assert_eq!(cli.global.user.as_deref(), Some("a:b"));
     }
 
     #[test]

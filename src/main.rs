@@ -178,10 +178,12 @@ async fn bundle(
 ) -> Result<(), BoxError> {
     let (reference, image) = ensure_image(&store, g, image, cancel, Progress::new(g.quiet)).await?;
     let (dir2, cancel) = (dir.to_path_buf(), cancel.clone());
+    let user = run.user.clone();
     let id = tokio::task::spawn_blocking(move || {
         rdpull_run::bundle_image(&store, &image, &dir2, &run, &|| cancel.is_cancelled())
     })
-    .await??;
+    .await?
+    .map_err(|e| credentials_hint(e, "bundle", user.as_deref()))?;
     if !g.quiet {
         println!(
             "Bundle of {reference} in {} (rootfs flattened), for container {}",
@@ -230,6 +232,7 @@ async fn run_container(
     let ran: Result<i32, BoxError> = async {
         let (_, image) =
             ensure_image(&store, g, image, cancel, Progress::on_stderr(g.quiet)).await?;
+        let user = opts.user.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let mut c = rdpull_run::Container::create(&store, &image, &opts)?;
             let code = c.run(&runtime, signals::forward_to);
@@ -240,7 +243,7 @@ async fn run_container(
             code
         })
         .await?;
-        Ok(joined?)
+        joined.map_err(|e| credentials_hint(e, "run", user.as_deref()))
     }
     .await;
     match ran {
@@ -252,6 +255,26 @@ async fn run_container(
             fail(e.as_ref());
             ExitCode::from(code)
         }
+    }
+}
+
+/// `--user` after `run` or `bundle` is the container's user. When a `NAME:SECRET` there
+/// names no user or group of the image, it may be registry credentials typed after the
+/// command: the error says where those go.
+fn credentials_hint(e: rdpull_run::RunError, command: &str, user: Option<&str>) -> BoxError {
+    use rdpull_run::{RunError, SpecError};
+    let unknown = matches!(
+        e,
+        RunError::Setup(SpecError::UnknownUser(_) | SpecError::UnknownGroup(_))
+    );
+    if unknown && user.is_some_and(|u| u.contains(':')) {
+        format!(
+            "{e} (registry credentials go before the command: \
+             rdpull --user USER:PASSWORD {command} ...)"
+        )
+        .into()
+    } else {
+        e.into()
     }
 }
 

@@ -85,6 +85,13 @@ fn a_bad_user_or_an_existing_dir_leaves_nothing() {
         "rdpull: error: unable to find user ghost: no matching entries in passwd file"
     );
     assert!(!dir.exists(), "no half bundle");
+    let e = fails(bundle(&root, &dir, &["--user", "root:secret"]));
+    assert_eq!(
+        e,
+        "rdpull: error: unable to find group secret: no matching entries in group file \
+         (registry credentials go before the command: rdpull --user USER:PASSWORD bundle ...)"
+    );
+    assert!(!dir.exists(), "no half bundle");
     std::fs::create_dir(&dir).unwrap();
     let e = fails(bundle(&root, &dir, &[]));
     assert_eq!(

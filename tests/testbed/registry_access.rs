@@ -108,6 +108,13 @@ fn tls_basic_and_bearer_auth() {
         "pull",
         "127.0.0.1:5443/debian:bookworm",
     ]));
+    // After the command too, as skopeo and crane take it.
+    ok(pull(&[
+        "pull",
+        "--user",
+        "rdpull:rdpull",
+        "127.0.0.1:5443/multi:latest",
+    ]));
     assert_eq!(
         fails(pull(&["pull", "127.0.0.1:5443/debian:bookworm"])),
         "rdpull: error: registry: https://127.0.0.1:5443/v2/: not authorized (Basic auth required: pass --user USER:PASSWORD or docker login)"

@@ -120,6 +120,16 @@ fn run_gives_docker_answers_and_exit_codes_under_each_runtime() {
                     .into()
             )
         );
+        // Registry credentials typed after `run`: the error says where they go.
+        assert_eq!(
+            code(&["--user", "rdpull:secret", "IMAGE", "true"]),
+            (
+                Some(125),
+                "rdpull: error: unable to find user rdpull: no matching entries in passwd file \
+                 (registry credentials go before the command: rdpull --user USER:PASSWORD run ...)"
+                    .into()
+            )
+        );
         assert_nothing_left(&root);
     }
     let o = run(
