@@ -16,23 +16,39 @@ use rdpull_testkit::skip_unless_root;
 use rdpull_testkit::testbed::tree_manifest;
 use rdpull_unpack::{apply_tar, ApplyOptions};
 
-/// The corpus: `$RDPULL_TAR_CORPUS`, or archive/tar's testdata of an installed Go source.
+/// The Go release whose corpus the lists below are written for, and which scripts/test
+/// installs. Newer releases add and compress archives, so whichever Go happens to be
+/// installed is not taken.
+const GO_CORPUS: &str = "go-1.19";
+
+/// The corpus: `$RDPULL_TAR_CORPUS`, or archive/tar's testdata of Go 1.19's source.
 fn corpus() -> PathBuf {
     if let Some(dir) = std::env::var_os("RDPULL_TAR_CORPUS") {
         return dir.into();
     }
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/share")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("go-"))
-        .map(|e| e.path().join("src/archive/tar/testdata"))
-        .filter(|p| p.is_dir())
-        .collect();
-    found.sort();
-    found.pop().expect(
-        "Go's archive/tar corpus is missing: apt-get install golang-1.19-src \
-         (scripts/test does), or set RDPULL_TAR_CORPUS",
-    )
+    pinned_corpus(Path::new("/usr/share")).unwrap_or_else(|| {
+        panic!(
+            "Go's archive/tar corpus is missing: apt-get install golang-1.19-src \
+             (scripts/test does), or set RDPULL_TAR_CORPUS"
+        )
+    })
+}
+
+/// `share/go-1.19/src/archive/tar/testdata`, if it is there.
+fn pinned_corpus(share: &Path) -> Option<PathBuf> {
+    let dir = share.join(GO_CORPUS).join("src/archive/tar/testdata");
+    dir.is_dir().then_some(dir)
+}
+
+#[test]
+fn the_corpus_is_go_1_19_s_whatever_else_is_installed() {
+    let share = tempfile::tempdir().unwrap();
+    let testdata = |go: &str| share.path().join(go).join("src/archive/tar/testdata");
+    std::fs::create_dir_all(testdata("go-1.26")).unwrap();
+    assert_eq!(pinned_corpus(share.path()), None);
+    std::fs::create_dir_all(testdata("go-1.19")).unwrap();
+    std::fs::create_dir_all(testdata("go-1.21")).unwrap();
+    assert_eq!(pinned_corpus(share.path()), Some(testdata("go-1.19")));
 }
 
 /// Archives whose result differs from GNU tar's on purpose, with rdpull's exact error.
