@@ -5,15 +5,12 @@
 //! panic, or a hang.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use libfuzzer_sys::fuzz_target;
-use rdpull_fetch::{
-    BlobDescriptor, BlobStream, ChunkPolicy, ClientOptions, Reference, Registry, RetryPolicy,
-    StreamBudget,
-};
+use rdpull_fetch::{ChunkPolicy, ClientOptions, RetryPolicy};
+use rdpull_testkit::download::{collect, open_blob};
 use rdpull_testkit::registry::{sha256, FakeRegistry, Fault};
 
 struct World {
@@ -44,11 +41,13 @@ fn fault(b: u8) -> Fault {
     }
 }
 
-async fn download(reg: &FakeRegistry, blob: &[u8], chunks: ChunkPolicy, streams: usize) -> Option<Vec<u8>> {
-    let digest = reg.put_blob("r", blob);
-    let reference: Reference = format!("{}/r:t", reg.addr).parse().unwrap();
+async fn download(
+    reg: &FakeRegistry,
+    blob: &[u8],
+    chunks: ChunkPolicy,
+    streams: usize,
+) -> Option<Vec<u8>> {
     let options = ClientOptions {
-        plain_http: true,
         chunks,
         retry: RetryPolicy {
             backoff_base: Duration::from_millis(1),
@@ -58,20 +57,9 @@ async fn download(reg: &FakeRegistry, blob: &[u8], chunks: ChunkPolicy, streams:
         },
         ..ClientOptions::default()
     };
-    let memory = options.chunks.memory;
-    let registry = Arc::new(Registry::connect(&reference, options).await.ok()?);
-    let desc = BlobDescriptor {
-        digest: digest.parse().unwrap(),
-        size: blob.len() as u64,
-        media_type: "application/octet-stream".into(),
-    };
-    let budget = StreamBudget::new(streams, memory);
-    let mut stream = BlobStream::open(&registry, "r", &desc, &budget).await.ok()?;
-    let mut out = Vec::with_capacity(blob.len());
-    while let Some(piece) = stream.next().await {
-        out.extend_from_slice(&piece.ok()?);
-    }
-    Some(out)
+    collect(open_blob(reg, blob, 0, streams, options).await.ok()?)
+        .await
+        .ok()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -93,13 +81,22 @@ fuzz_target!(|data: &[u8]| {
     let streams = 1 + params[2] as usize % 6;
     let w = world();
     let path = FakeRegistry::blob_path("r", &sha256(blob));
-    w.reg.faults(&path, faults.iter().map(|&b| fault(b)).collect());
+    w.reg
+        .faults(&path, faults.iter().map(|&b| fault(b)).collect());
     let got = w.rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(30), download(&w.reg, blob, policy, streams))
-            .await
-            .expect("the download hung")
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            download(&w.reg, blob, policy, streams),
+        )
+        .await
+        .expect("the download hung")
     });
     if let Some(got) = got {
-        assert!(got == blob, "reassembled {} bytes differ from the {}-byte blob", got.len(), blob.len());
+        assert!(
+            got == blob,
+            "reassembled {} bytes differ from the {}-byte blob",
+            got.len(),
+            blob.len()
+        );
     }
 });

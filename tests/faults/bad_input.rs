@@ -254,20 +254,7 @@ fn hostile_layers_write_nothing_outside_the_root() {
     skip_unless_root!();
     let reg = FakeRegistry::start();
     let mut t = Tar::default();
-    t.file("ok.txt", b"ok");
-    t.file("../escape-dotdot.txt", b"x");
-    t.file("a/../../escape-mid.txt", b"x");
-    t.file("/abs-escape.txt", b"x");
-    t.symlink("sl-abs", "/");
-    t.file("sl-abs/canary", b"overwritten");
-    t.symlink("sl-rel", "../../../../../../..");
-    t.file("sl-rel/canary", b"overwritten");
-    t.symlink("chain1", "chain2")
-        .symlink("chain2", "../../chain3")
-        .symlink("chain3", "/..");
-    t.file("chain1/canary", b"overwritten");
-    t.file("../.wh.canary", b"");
-    t.file("a/../../.wh.escape-target", b"");
+    t.file("ok.txt", b"ok").escapes(b"overwritten");
     reg.push("evil", "all", &[t.finish()]);
     let hl = Tar::default()
         .file("ok.txt", b"ok")
@@ -300,6 +287,8 @@ fn hostile_layers_write_nothing_outside_the_root() {
             "/ok.txt f 0644 0:0 ok",
             "/sl-abs l 0777 0:0 /",
             "/sl-rel l 0777 0:0 ../../../../../../..",
+            "/via-chain.txt f 0644 0:0 x",
+            "/via-rel.txt f 0644 0:0 x",
         ]
     );
     let e = fails(pull(&reg, &root, "evil:hardlink"));

@@ -1,15 +1,12 @@
 //! Chunked and resumed downloads reassemble to exactly the blob, whatever the sizes, the
 //! order in which chunks arrive, and where bodies break off.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use proptest::prelude::*;
-use rdpull_fetch::{
-    BlobDescriptor, BlobStream, ChunkPolicy, ClientOptions, Reference, Registry, RetryPolicy,
-    StreamBudget,
-};
+use rdpull_fetch::{BlobStream, ChunkPolicy, ClientOptions, RetryPolicy};
+use rdpull_testkit::download::{collect, open_blob};
 use rdpull_testkit::registry::{FakeRegistry, Fault};
 
 async fn download(reg: &FakeRegistry, data: &[u8], chunks: ChunkPolicy, streams: usize) -> Vec<u8> {
@@ -24,12 +21,9 @@ async fn download_from(
     chunks: ChunkPolicy,
     streams: usize,
 ) -> Vec<u8> {
-    let mut stream = open(reg, data, start, chunks, streams).await;
-    let mut out = Vec::with_capacity(data.len());
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk.unwrap());
-    }
-    out
+    collect(open(reg, data, start, chunks, streams).await)
+        .await
+        .unwrap()
 }
 
 /// Start downloading `data` (put into `reg` first) from `start` under a budget of `streams`.
@@ -40,10 +34,7 @@ async fn open(
     chunks: ChunkPolicy,
     streams: usize,
 ) -> BlobStream {
-    let digest = reg.put_blob("r", data);
-    let reference: Reference = format!("{}/r:t", reg.addr).parse().unwrap();
     let options = ClientOptions {
-        plain_http: true,
         chunks,
         retry: RetryPolicy {
             backoff_base: Duration::from_millis(1),
@@ -52,17 +43,7 @@ async fn open(
         stall_timeout: Duration::from_secs(4),
         ..ClientOptions::default()
     };
-    let chunks_memory = options.chunks.memory;
-    let registry = Arc::new(Registry::connect(&reference, options).await.unwrap());
-    let desc = BlobDescriptor {
-        digest: digest.parse().unwrap(),
-        size: data.len() as u64,
-        media_type: "application/octet-stream".into(),
-    };
-    let budget = StreamBudget::new(streams, chunks_memory);
-    BlobStream::open_from(&registry, "r", &desc, start, &budget)
-        .await
-        .unwrap()
+    open_blob(reg, data, start, streams, options).await.unwrap()
 }
 
 proptest! {

@@ -1,10 +1,12 @@
 //! Test helpers for rdpull's crates: a raw tar writer that can write any name (hostile
 //! ones included, which well-behaved tar builders refuse), a compact tree lister,
-//! [`registry::FakeRegistry`], an in-process registry that misbehaves on request, and
-//! images pushed to the testbed's registry ([`oci`]), and the way to the shared
-//! testbed's scripts ([`testbed`]).
+//! [`registry::FakeRegistry`], an in-process registry that misbehaves on request, blobs
+//! downloaded from it through rdpull-fetch ([`download`]), images pushed to the
+//! testbed's registry ([`oci`]), and the way to the shared testbed's scripts
+//! ([`testbed`]).
 
 pub mod cri;
+pub mod download;
 pub mod oci;
 pub mod registry;
 pub mod testbed;
@@ -182,6 +184,27 @@ impl Tar {
             link: target.as_bytes(),
             ..Default::default()
         })
+    }
+
+    /// Every way a tar entry may try to leave the directory it is applied to: `..` and
+    /// absolute names, symlinks (absolute, relative, chained) that later entries write
+    /// through, and whiteouts of names outside. A safe unpacker keeps each inside: the
+    /// root's `/canary` gets `canary` through `sl-abs`, and the other writes through a
+    /// symlink land at `/via-rel.txt` and `/via-chain.txt`.
+    pub fn escapes(&mut self, canary: &[u8]) -> &mut Self {
+        self.file("../escape-dotdot.txt", b"x")
+            .file("a/../../escape-mid.txt", b"x")
+            .file("/abs-escape.txt", b"x")
+            .symlink("sl-abs", "/")
+            .file("sl-abs/canary", canary)
+            .symlink("sl-rel", "../../../../../../..")
+            .file("sl-rel/via-rel.txt", b"x")
+            .symlink("chain1", "chain2")
+            .symlink("chain2", "../../chain3")
+            .symlink("chain3", "/..")
+            .file("chain1/via-chain.txt", b"x")
+            .file("../.wh.canary", b"")
+            .file("a/../../.wh.escape-target", b"")
     }
 
     pub fn finish(&mut self) -> Vec<u8> {

@@ -3,15 +3,21 @@
 //! and misbehaves on request: truncated bodies, injected statuses with `Retry-After`,
 //! ignored `Range`, stalls, redirects, Basic auth.
 
+//!
+//! `wire` speaks the HTTP of one connection; `images` puts blobs, manifests and whole
+//! images into the server.
+
+mod images;
+mod wire;
+
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
-
-use crate::Tar;
+pub use images::{gzip, one_file_layer, sha256, Pushed, LAYER_GZIP, OCI_MANIFEST};
+use wire::{head, inject_status, read_request, send_body, trickle, tunnel};
 
 /// One thing to do instead of serving a request normally.
 #[derive(Clone, Debug)]
@@ -88,160 +94,6 @@ struct State {
 pub struct FakeRegistry {
     pub addr: String,
     state: Arc<Mutex<State>>,
-}
-
-pub fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-/// What `push` put into the registry.
-pub struct Pushed {
-    pub manifest: Vec<u8>,
-    pub manifest_digest: String,
-    pub config_digest: String,
-    pub layer_digests: Vec<String>,
-    pub diff_ids: Vec<String>,
-    pub blobs: Vec<Vec<u8>>,
-}
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-
-/// `bytes=a-b` or `bytes=a-` against a body of `len` bytes: the half-open range.
-fn parse_range(h: &str, len: usize) -> Option<(usize, usize)> {
-    let r = h.strip_prefix("bytes=")?;
-    let (a, b) = r.split_once('-')?;
-    let a: usize = a.trim().parse().ok()?;
-    let b: usize = if b.trim().is_empty() {
-        len - 1
-    } else {
-        b.trim().parse().ok()?
-    };
-    (a <= b && a < len).then_some((a, (b + 1).min(len)))
-}
-
-/// The request line and headers. As a proxy, an absolute-form target is answered as if we
-/// were its origin, and a `CONNECT` names the tunnel's far end.
-fn read_request(conn: &TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(conn.try_clone().ok()?);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut words = line.split_whitespace();
-    let method = words.next().unwrap_or("").to_string();
-    let target = words.next().unwrap_or("/").to_string();
-    let (proxied_to, target) = match target.strip_prefix("http://") {
-        Some(rest) => {
-            let (auth, p) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let p = if p.is_empty() { "/" } else { p };
-            (Some(auth.to_string()), p.to_string())
-        }
-        None if method == "CONNECT" => (Some(target.clone()), String::new()),
-        None => (None, target),
-    };
-    let path = target.split('?').next().unwrap().to_string();
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    Some(Request {
-        method,
-        proxied_to,
-        path,
-        headers,
-    })
-}
-
-/// A `CONNECT` tunnel to `to`, both ways until either side closes.
-fn tunnel(mut conn: TcpStream, to: &str) {
-    let Ok(upstream) = TcpStream::connect(to) else {
-        let _ = conn.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
-        return;
-    };
-    let _ = conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-    let (mut a, mut b) = (conn.try_clone().unwrap(), upstream.try_clone().unwrap());
-    let (mut c, mut d) = (conn, upstream);
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut a, &mut b);
-        let _ = b.shutdown(std::net::Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut d, &mut c);
-}
-
-/// The whole `body`, `piece` bytes every `every`, until the client goes away.
-fn trickle(mut conn: TcpStream, body: &[u8], piece: usize, every: Duration) {
-    let head = head("200 OK", "application/octet-stream", body.len(), "");
-    let _ = conn.write_all(head.as_bytes());
-    for part in body.chunks(piece.max(1)) {
-        std::thread::sleep(every);
-        if conn.write_all(part).and_then(|_| conn.flush()).is_err() {
-            break;
-        }
-    }
-}
-
-/// An injected error status, with `Retry-After` if given.
-fn inject_status(mut conn: TcpStream, code: u16, retry_after: Option<u64>) {
-    let ra = retry_after
-        .map(|s| format!("Retry-After: {s}\r\n"))
-        .unwrap_or_default();
-    let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}"#;
-    let _ = conn.write_all(
-        format!(
-            "HTTP/1.1 {code} Injected\r\n{ra}Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    let _ = conn.write_all(body);
-}
-
-fn head(status: &str, content_type: &str, len: usize, extra: &str) -> String {
-    format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{extra}Connection: close\r\n\r\n")
-}
-
-/// A body, or the part a `Range` asks for (when `ranged`), cut after `truncate` bytes.
-/// Returns the body bytes written, or None if the client went away before the body.
-fn send_body(
-    conn: &mut TcpStream,
-    content_type: &str,
-    body: &[u8],
-    range: Option<&str>,
-    ranged: bool,
-    truncate: Option<(usize, bool)>,
-) -> Option<usize> {
-    let (status, range, extra) = match range.and_then(|h| parse_range(h, body.len())) {
-        Some((a, b)) if ranged => (
-            "206 Partial Content",
-            a..b,
-            format!("Content-Range: bytes {a}-{}/{}\r\n", b - 1, body.len()),
-        ),
-        _ => (
-            "200 OK",
-            0..body.len(),
-            String::from(if ranged {
-                "Accept-Ranges: bytes\r\n"
-            } else {
-                ""
-            }),
-        ),
-    };
-    let data = &body[range];
-    conn.write_all(head(status, content_type, data.len(), &extra).as_bytes())
-        .ok()?;
-    let n = truncate.map_or(data.len(), |(n, _)| n.min(data.len()));
-    conn.write_all(&data[..n]).ok().map(|()| n)
 }
 
 impl Default for FakeRegistry {
@@ -486,85 +338,4 @@ impl FakeRegistry {
     pub fn all_requests(&self) -> Vec<Request> {
         self.state.lock().unwrap().log.clone()
     }
-
-    pub fn blob_path(repo: &str, digest: &str) -> String {
-        format!("/v2/{repo}/blobs/{digest}")
-    }
-
-    pub fn put_blob(&self, repo: &str, data: &[u8]) -> String {
-        let d = sha256(data);
-        self.set(
-            &Self::blob_path(repo, &d),
-            Reply::Body {
-                content_type: "application/octet-stream".into(),
-                body: data.to_vec().into(),
-            },
-        );
-        d
-    }
-
-    pub fn put_manifest(&self, repo: &str, reference: &str, content_type: &str, body: &[u8]) {
-        self.set(
-            &format!("/v2/{repo}/manifests/{reference}"),
-            Reply::Body {
-                content_type: content_type.into(),
-                body: body.to_vec().into(),
-            },
-        );
-    }
-
-    /// Push an OCI image of gzip layers made from `tars`, tagged `tag`.
-    pub fn push(&self, repo: &str, tag: &str, tars: &[Vec<u8>]) -> Pushed {
-        let layers: Vec<(Vec<u8>, &str, String)> = tars
-            .iter()
-            .map(|t| (gzip(t), LAYER_GZIP, sha256(t)))
-            .collect();
-        self.push_layers(repo, tag, layers)
-    }
-
-    /// Push an OCI image of layer blobs as given: (blob, media type, DiffID).
-    pub fn push_layers(
-        &self,
-        repo: &str,
-        tag: &str,
-        layers: Vec<(Vec<u8>, &str, String)>,
-    ) -> Pushed {
-        let diff_ids: Vec<String> = layers.iter().map(|l| l.2.clone()).collect();
-        let layer_digests: Vec<String> = layers.iter().map(|l| self.put_blob(repo, &l.0)).collect();
-        let config = serde_json::json!({
-            "architecture": "amd64", "os": "linux",
-            "config": {"Env": ["PATH=/usr/bin:/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        });
-        let config = serde_json::to_vec(&config).unwrap();
-        let config_digest = self.put_blob(repo, &config);
-        let descriptors: Vec<serde_json::Value> = layers
-            .iter()
-            .zip(&layer_digests)
-            .map(|(l, d)| serde_json::json!({"mediaType": l.1, "digest": d, "size": l.0.len()}))
-            .collect();
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-            "layers": descriptors,
-        }))
-        .unwrap();
-        self.put_manifest(repo, tag, OCI_MANIFEST, &manifest);
-        let manifest_digest = sha256(&manifest);
-        self.put_manifest(repo, &manifest_digest, OCI_MANIFEST, &manifest);
-        let blobs = layers.into_iter().map(|l| l.0).collect();
-        Pushed {
-            manifest,
-            manifest_digest,
-            config_digest,
-            layer_digests,
-            diff_ids,
-            blobs,
-        }
-    }
-}
-
-/// A layer with one file.
-pub fn one_file_layer(name: &str, content: &[u8]) -> Vec<u8> {
-    Tar::default().file(name, content).finish()
 }
