@@ -3,7 +3,7 @@
 //! expired tokens, and one blob over several connections. Needs root (unpacking).
 
 use crate::common::{fails, ok, rdpull};
-use rdpull_testkit::registry::{FakeRegistry, Fault, Reply};
+use rdpull_testkit::registry::{FakeRegistry, Fault, Reply, Request};
 use rdpull_testkit::skip_unless_root;
 use rdpull_testkit::{listing, Tar};
 use std::time::{Duration, Instant};
@@ -377,13 +377,13 @@ fn tokens_are_renewed_before_they_expire() {
     );
 }
 
-#[test]
-fn a_trickling_blob_fails_within_a_bound_naming_its_rate() {
-    skip_unless_root!();
+/// A pull of a layer that trickles about 200 bytes a second, against a minimum of 1000
+/// over 1 s windows, with `args` added: its error, how long it took, the layer's digest
+/// and the requests for its blob.
+fn trickling_pull(args: &[&str]) -> (String, Duration, String, Vec<Request>) {
     let reg = FakeRegistry::start();
     let p = reg.push("app", "v1", &[incompressible_layer(100_000)]);
     let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
-    // About 200 bytes a second, against a minimum of 1000 over 1 s windows.
     reg.set(
         &path,
         Reply::Trickle {
@@ -394,23 +394,20 @@ fn a_trickling_blob_fails_within_a_bound_naming_its_rate() {
     );
     let root = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
+    let mut all = vec!["--stall-timeout", "1", "--min-rate", "1000"];
+    all.extend_from_slice(args);
+    let e = fails(pull(&reg, root.path(), "app:v1", &all));
+    let took = t0.elapsed();
+    (e, took, p.layer_digests[0].clone(), reg.requests(&path))
+}
+
+#[test]
+fn a_trickling_blob_fails_within_a_bound_naming_its_rate() {
+    skip_unless_root!();
     // The longer budget, asked for: five windows.
-    let args = [
-        "--stall-timeout",
-        "1",
-        "--min-rate",
-        "1000",
-        "--slow-windows",
-        "5",
-    ];
-    let e = fails(pull(&reg, root.path(), "app:v1", &args));
+    let (e, took, blob, reqs) = trickling_pull(&["--slow-windows", "5"]);
     // 5 windows of 1 s, plus backoff (at most 0.3+0.6+1.2+2.4 s).
-    assert!(
-        t0.elapsed() < Duration::from_secs(15),
-        "took {:?}",
-        t0.elapsed()
-    );
-    let blob = &p.layer_digests[0];
+    assert!(took < Duration::from_secs(15), "took {took:?}");
     assert!(
         e.contains("gave up after 5 attempts")
             && e.contains(&format!("blob {blob}: too slow: "))
@@ -418,7 +415,6 @@ fn a_trickling_blob_fails_within_a_bound_naming_its_rate() {
         "{e}"
     );
     // Each attempt after the first resumes with Range from what had arrived.
-    let reqs = reg.requests(&path);
     assert_eq!(reqs.len(), 5);
     for r in &reqs[1..] {
         let range = r.headers.get("range").map(String::as_str).unwrap_or("");
@@ -432,37 +428,14 @@ fn a_trickling_blob_fails_within_a_bound_naming_its_rate() {
 #[test]
 fn a_trickling_blob_fails_after_two_slow_windows_by_default() {
     skip_unless_root!();
-    let reg = FakeRegistry::start();
-    let p = reg.push("app", "v1", &[incompressible_layer(100_000)]);
-    let path = FakeRegistry::blob_path("app", &p.layer_digests[0]);
-    reg.set(
-        &path,
-        Reply::Trickle {
-            body: p.blobs[0].clone(),
-            piece: 20,
-            every: Duration::from_millis(100),
-        },
-    );
-    let root = tempfile::tempdir().unwrap();
-    let t0 = Instant::now();
-    let e = fails(pull(
-        &reg,
-        root.path(),
-        "app:v1",
-        &["--stall-timeout", "1", "--min-rate", "1000"],
-    ));
+    let (e, took, blob, reqs) = trickling_pull(&[]);
     // 2 windows of 1 s and one backoff (at most 0.3 s): far below the 5 windows'.
-    assert!(
-        t0.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        t0.elapsed()
-    );
-    let blob = &p.layer_digests[0];
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     assert!(
         e.contains("gave up after 2 attempts") && e.contains(&format!("blob {blob}: too slow: ")),
         "{e}"
     );
-    assert_eq!(reg.requests(&path).len(), 2);
+    assert_eq!(reqs.len(), 2);
 }
 
 #[test]
