@@ -7,6 +7,10 @@
 //! releases it. File work (creating, measuring, syncing, deleting directories) happens
 //! outside the metadata transaction; a crash between the two leaves at most a directory
 //! no record names, which [`Snapshotter::cleanup`] removes.
+//!
+//! One idea at about 500 lines: one method per call of containerd's snapshots API, each
+//! a metadata transaction and its file work; the gRPC mapping is `service.rs`, the
+//! database `metadata.rs`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -11,6 +11,10 @@
 //!    the store never holds a committed layer without its parents. The first failure cancels the
 //!    rest and removes their active snapshots; layers committed before it stay.
 //! 5. [`record_image`]: manifest, index and config blobs, then the image record.
+//!
+//! One idea, kept in one file at about 500 lines: these steps and their order, each a
+//! function a reader finds in step order; what one layer's bytes go through is
+//! `layer.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
