@@ -15,6 +15,7 @@ use rdpull_verify::Digest;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::error::SnapshotterError;
 use crate::snapshotter::Snapshotter;
 
 /// Labels containerd's CRI puts on each layer's Prepare
@@ -27,19 +28,60 @@ pub const CRI_LAYER_DIGEST: &str = "containerd.io/snapshot/cri.layer-digest";
 const FINISHED_PULL_GRACE: Duration = Duration::from_secs(120);
 
 /// What a Prepare should answer.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Provided {
     /// The layer is a committed snapshot containerd will find: answer AlreadyExists.
     Exists,
     /// rdpull cannot provide it; create the active snapshot and let containerd unpack.
-    Fallback(String),
+    Fallback(Fallback),
+}
+
+/// Why rdpull leaves a layer to containerd. Logged, never returned to containerd.
+#[derive(Debug, thiserror::Error)]
+pub enum Fallback {
+    /// The Prepare lacks a label of the CRI's.
+    #[error("no {0} label (CRI's disable_snapshot_annotations = false sets it)")]
+    MissingLabel(&'static str),
+    /// A label of the CRI's does not parse.
+    #[error("{label}: {source}")]
+    BadLabel {
+        label: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// rdpull's pull of the image failed (shared by every Prepare waiting on it).
+    #[error("rdpull's pull failed: {0}")]
+    PullFailed(#[source] Arc<PullFailure>),
+    /// The pull finished without this layer.
+    #[error("layer {0} is not in the image rdpull pulled")]
+    NotInImage(String),
+    /// The pull ended without saying how (the daemon is shutting down).
+    #[error("the pull stopped")]
+    PullStopped,
+    /// The committed layer could not be presented to containerd.
+    #[error(transparent)]
+    Adopt(#[from] SnapshotterError),
+    /// The blocking task presenting it panicked.
+    #[error("presenting the layer: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// How a remote pull failed: the pull itself, or pinning its layers afterwards.
+#[derive(Debug, thiserror::Error)]
+pub enum PullFailure {
+    #[error(transparent)]
+    Pull(#[from] rdpull_pipeline::PullError),
+    #[error(transparent)]
+    Keep(#[from] SnapshotterError),
+    #[error("keeping the layers: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 #[derive(Clone, Debug)]
 enum PullState {
     /// Running; the counter moves each time a layer is committed.
     Running(u64),
-    Done(Result<(), String>),
+    Done(Result<(), Arc<PullFailure>>),
 }
 
 struct RemotePull {
@@ -94,7 +136,9 @@ impl RemotePulls {
         match self.try_provide(parent, labels, target).await {
             Ok(()) => Provided::Exists,
             Err(why) => {
-                tracing::info!("fallback: {key}: containerd unpacks layer {target} itself: {why}");
+                let msg =
+                    rdpull_fetch::with_causes(why.to_string(), std::error::Error::source(&why));
+                tracing::info!("fallback: {key}: containerd unpacks layer {target} itself: {msg}");
                 Provided::Fallback(why)
             }
         }
@@ -105,7 +149,7 @@ impl RemotePulls {
         parent: &str,
         labels: &BTreeMap<String, String>,
         target: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Fallback> {
         let store = self.sn.store().clone();
         let t = target.to_string();
         let committed = move || store.is_committed(&t).unwrap_or(false);
@@ -119,25 +163,22 @@ impl RemotePulls {
                 }
                 let now = state.borrow_and_update().clone();
                 match now {
-                    PullState::Done(Err(e)) => return Err(e),
+                    PullState::Done(Err(e)) => return Err(Fallback::PullFailed(e)),
                     // The layer may have committed between the look above and the end.
                     PullState::Done(Ok(())) if blocking(committed.clone()).await => break,
                     PullState::Done(Ok(())) => {
-                        return Err(format!("layer {target} is not in the image rdpull pulled"))
+                        return Err(Fallback::NotInImage(target.to_string()))
                     }
                     PullState::Running(_) => {}
                 }
                 if state.changed().await.is_err() {
-                    return Err("the pull stopped".into());
+                    return Err(Fallback::PullStopped);
                 }
             }
         }
         let (sn, target, parent) = (self.sn.clone(), target.to_string(), parent.to_string());
         let labels = labels.clone();
-        tokio::task::spawn_blocking(move || sn.adopt_layer(&target, &parent, labels))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || sn.adopt_layer(&target, &parent, labels)).await??;
         Ok(())
     }
 
@@ -178,18 +219,17 @@ impl RemotePulls {
 
 /// The image a layer's labels name: the CRI's reference at the manifest digest it
 /// resolved, so that rdpull pulls exactly the manifest containerd is unpacking.
-fn image_of(labels: &BTreeMap<String, String>) -> Result<Reference, String> {
-    let get = |name: &str| {
-        labels.get(name).ok_or_else(|| {
-            format!("no {name} label (CRI's disable_snapshot_annotations = false sets it)")
-        })
+fn image_of(labels: &BTreeMap<String, String>) -> Result<Reference, Fallback> {
+    let get = |name: &'static str| labels.get(name).ok_or(Fallback::MissingLabel(name));
+    let bad = |label: &'static str| {
+        move |e: Box<dyn std::error::Error + Send + Sync>| Fallback::BadLabel { label, source: e }
     };
     let image: Reference = get(CRI_IMAGE_REF)?
         .parse()
-        .map_err(|e| format!("{CRI_IMAGE_REF}: {e}"))?;
+        .map_err(|e: rdpull_fetch::FetchError| bad(CRI_IMAGE_REF)(e.into()))?;
     let manifest: Digest = get(CRI_MANIFEST_DIGEST)?
         .parse()
-        .map_err(|e| format!("{CRI_MANIFEST_DIGEST}: {e}"))?;
+        .map_err(|e: rdpull_verify::VerifyError| bad(CRI_MANIFEST_DIGEST)(e.into()))?;
     Ok(image.with_digest(manifest))
 }
 
@@ -254,8 +294,8 @@ impl PullJob {
                 );
                 match kept {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                    Ok(Err(e)) => Err(Arc::new(PullFailure::Keep(e))),
+                    Err(e) => Err(Arc::new(PullFailure::Task(e))),
                 }
             }
             Err(e) => {
@@ -264,7 +304,7 @@ impl PullJob {
                     "remote pull: {name}: failed after {} ms: {msg}",
                     t0.elapsed().as_millis()
                 );
-                Err(format!("rdpull's pull failed: {msg}"))
+                Err(Arc::new(PullFailure::Pull(e)))
             }
         };
         self.tx.send_replace(PullState::Done(result));
@@ -296,5 +336,47 @@ impl Reporter for Progress {
         if let Some(b) = self.bytes.lock().expect("bytes lock").get_mut(index) {
             *b = (*b).max(received);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cri_labels_name_the_image_or_say_why_not() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let ok = image_of(&labels(&[
+            (CRI_IMAGE_REF, "reg.example/app:1"),
+            (CRI_MANIFEST_DIGEST, &digest),
+        ]))
+        .unwrap();
+        assert_eq!(ok.to_string(), format!("reg.example/app@{digest}"));
+        let missing = image_of(&labels(&[(CRI_IMAGE_REF, "reg.example/app:1")])).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "no containerd.io/snapshot/cri.manifest-digest label \
+             (CRI's disable_snapshot_annotations = false sets it)"
+        );
+        let bad = image_of(&labels(&[
+            (CRI_IMAGE_REF, "reg.example/app:1"),
+            (CRI_MANIFEST_DIGEST, "sha256:short"),
+        ]))
+        .unwrap_err();
+        assert!(matches!(bad, Fallback::BadLabel { .. }), "{bad:?}");
+        // The parse error is kept as the cause, not flattened into the text.
+        let cause = std::error::Error::source(&bad)
+            .expect("a cause")
+            .to_string();
+        assert_eq!(
+            bad.to_string(),
+            format!("containerd.io/snapshot/cri.manifest-digest: {cause}")
+        );
     }
 }

@@ -96,11 +96,10 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
         let labels = sorted(r.labels);
         tracing::debug!("prepare {} on {:?}", r.key, r.parent);
         if let Some(target) = labels.get(SNAPSHOT_REF_LABEL) {
-            if self
+            if let Provided::Exists = self
                 .remote
                 .provide(&r.key, &r.parent, &labels, target)
                 .await
-                == Provided::Exists
             {
                 return Err(Status::already_exists(format!(
                     "target snapshot {target}: provided by rdpull"
