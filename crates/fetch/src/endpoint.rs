@@ -262,7 +262,14 @@ impl Endpoint {
             realm: realm.to_string(),
             why,
         };
-        let url = url::Url::parse(realm).map_err(|e| terr(format!("invalid realm URL: {e}")))?;
+        let url = url::Url::parse(realm).map_err(|source| FetchError::TokenRealm {
+            realm: realm.to_string(),
+            source,
+        })?;
+        let transport = |e: reqwest::Error| FetchError::TokenTransport {
+            realm: realm.to_string(),
+            source: e.without_url(),
+        };
         let scope = c.param("scope").unwrap_or(scope);
         let creds = self.credentials.as_ref();
         let req = match creds.map(|c| &c.secret) {
@@ -273,7 +280,7 @@ impl Endpoint {
             .timeout(self.request_timeout)
             .send()
             .await
-            .map_err(|e| terr(e.without_url().to_string()))?;
+            .map_err(transport)?;
         if !resp.status().is_success() {
             let rejected = resp.status() == StatusCode::UNAUTHORIZED && creds.is_some();
             let note = if rejected {
@@ -283,10 +290,7 @@ impl Endpoint {
             };
             return Err(terr(format!("HTTP {}{note}", resp.status().as_u16())));
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| terr(e.without_url().to_string()))?;
+        let body = resp.bytes().await.map_err(transport)?;
         // serde's message would not quote the token, but say nothing of the body anyway.
         let t: TokenResponse =
             serde_json::from_slice(&body).map_err(|_| terr("answer is not token JSON".into()))?;

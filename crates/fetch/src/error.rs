@@ -50,6 +50,21 @@ pub enum FetchError {
     /// The Bearer token server failed or answered something unusable.
     #[error("token request to {realm}: {why}")]
     Token { realm: String, why: String },
+    /// The challenge's realm is not a URL.
+    #[error("token request to {realm}: invalid realm URL: {source}")]
+    TokenRealm {
+        realm: String,
+        #[source]
+        source: url::ParseError,
+    },
+    /// The token request did not get an answer (the URL, which may carry the scope and
+    /// account, left out of the cause).
+    #[error("token request to {realm}: {source}")]
+    TokenTransport {
+        realm: String,
+        #[source]
+        source: reqwest::Error,
+    },
     /// A manifest or index is larger than the configured limit.
     #[error("manifest {reference}: larger than the {limit}-byte limit{}", size.map(|s| format!(" ({s} bytes)")).unwrap_or_default())]
     ManifestTooLarge {
