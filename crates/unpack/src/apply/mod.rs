@@ -5,6 +5,10 @@
 //! layer directory holds only this layer, a whiteout hides lower layers only, wherever it
 //! stands in the tar: a whiteout next to a same-layer entry of that name turns into an
 //! opaque directory (or nothing, for a non-directory, which hides the lower path anyway).
+//!
+//! This module reads entries and makes directories; the other kinds are `file`, `link`
+//! (symlinks, hard links, device nodes) and `whiteout`, and `meta` sets what the headers
+//! say of owners, modes, xattrs and times.
 
 mod file;
 mod link;

@@ -16,6 +16,9 @@
 //! Entries of the layer that meet (a name written both through a lower symlink and
 //! directly) are decided by the order in which the tar made them: the later one wins,
 //! as in a sequential apply. Only the layer's own directory is written.
+//!
+//! `dirs` settles the implicit directories, `links` the deferred hard links; this module
+//! holds what both track (pending directories, touched mtimes).
 
 mod dirs;
 mod links;
