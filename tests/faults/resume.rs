@@ -29,13 +29,15 @@ fn ingest_file(root: &Path, digest: &str) -> PathBuf {
 }
 
 /// Start a pull whose big blob stalls after `at` bytes; kill -9 it once those bytes are
-/// kept on disk.
+/// kept on disk and the small layer is in (its kept bytes gone), so that the big blob's
+/// are all the store keeps, however the two layers' tasks were scheduled.
 fn kill_after_keeping(reg: &FakeRegistry, root: &Path, path: &str, kept: &Path, at: usize) {
     reg.faults(path, vec![Fault::Stall(at)]);
     let image = format!("{}/app:v1", reg.addr);
     let mut child = common::spawn(root, &[RESUME_ALL, "0", "--plain-http", "pull", &image]);
-    common::wait_until("the first bytes to be kept", 30, || {
-        std::fs::metadata(kept).is_ok_and(|m| m.len() == at as u64)
+    common::wait_until("the first bytes to be kept, and only those", 30, || {
+        let only_big = std::fs::read_dir(root.join("ingest")).is_ok_and(|d| d.count() == 1);
+        only_big && std::fs::metadata(kept).is_ok_and(|m| m.len() == at as u64)
     });
     child.kill().unwrap();
     child.wait().unwrap();
