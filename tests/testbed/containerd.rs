@@ -1,9 +1,11 @@
-//! containerd 1.6.20 with `rdpull snapshotter` as its proxy snapshotter, a private
-//! instance per test (scripts/containerd-rdpull: own root, state and socket, CRI on with
-//! `disable_snapshot_annotations = false`), against the testbed registry: the plain path
-//! (containerd unpacks into rdpull's snapshots), the remote path (a CRI PullImage that
-//! rdpull pulls and containerd fetches no layer of), the fallback, containerd's GC beside
-//! `rdpull pull`'s images, and a daemon killed mid pull.
+//! containerd with `rdpull snapshotter` as its proxy snapshotter, a private instance per
+//! test (scripts/containerd-rdpull: own root, state and socket, CRI on), against the
+//! testbed registry: the plain path (containerd unpacks into rdpull's snapshots), the
+//! remote path (a CRI PullImage that rdpull pulls and containerd fetches no layer of), the
+//! fallback, containerd's GC beside `rdpull pull`'s images, and a daemon killed or stopped
+//! mid pull. The whole set runs on containerd 1.6.20 (Debian bookworm's), 1.7.24 and 2.1.9
+//! (../shared/testbed/peer-versions); 2.1's other CRI pull modes run the remote path, and
+//! its transfer service without the labels runs the fallback.
 
 use std::path::PathBuf;
 
@@ -17,16 +19,66 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/containerd-rdpull")
 }
 
+/// Which containerd, and for 2.1 how its CRI pulls (scripts/containerd-rdpull's
+/// `CONTAINERD_VERSION` and `CRI_PULL`).
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    version: &'static str,
+    cri_pull: &'static str,
+}
+
+const V1_6: Peer = Peer {
+    version: "1.6",
+    cri_pull: "",
+};
+const V1_7: Peer = Peer {
+    version: "1.7",
+    cri_pull: "",
+};
+/// 2.1's default: the CRI pulls through the transfer service, which gives rdpull the
+/// image's labels when the proxy plugin exports `enable_remote_snapshot_annotations`.
+const V2_1: Peer = Peer {
+    version: "2.1",
+    cri_pull: "transfer",
+};
+
+impl Peer {
+    fn with_cri_pull(self, cri_pull: &'static str) -> Peer {
+        Peer { cri_pull, ..self }
+    }
+
+    /// `ctr` of this version.
+    fn ctr(self) -> PathBuf {
+        if self.version == "1.6" {
+            return PathBuf::from("ctr");
+        }
+        let o = ok(Command::new("bash")
+            .arg(testbed().join("peer-versions"))
+            .args(["path", &format!("containerd-{}", self.version)])
+            .output()
+            .unwrap());
+        Path::new(stdout(&o).trim()).join("ctr")
+    }
+
+    /// Does `ctr images pull` go through the transfer service (2.x), where `--local`
+    /// asks for the client-side pull that unpacks into the snapshotter?
+    fn ctr_pulls_by_transfer(self) -> bool {
+        self.version.starts_with('2')
+    }
+}
+
 /// A private containerd and its rdpull snapshotter, stopped (by their own pids) on drop.
 struct Containerd {
     _dir: tempfile::TempDir,
     dir: PathBuf,
+    peer: Peer,
+    ctr: PathBuf,
 }
 
 impl Containerd {
     /// Up with rdpull's store at `root`, the daemon given the testbed's hosts dir (CA of
     /// the TLS registries) and no credentials.
-    fn up(root: &Path) -> Containerd {
+    fn up(root: &Path, peer: Peer) -> Containerd {
         let t = tempfile::Builder::new()
             .prefix("rdpull-containerd-")
             .tempdir_in("/var/tmp")
@@ -34,6 +86,8 @@ impl Containerd {
         let c = Containerd {
             dir: t.path().to_path_buf(),
             _dir: t,
+            peer,
+            ctr: peer.ctr(),
         };
         c.start(root);
         c
@@ -47,6 +101,8 @@ impl Containerd {
             .env("RDPULL_ROOT", root)
             .env("RDPULL_ARGS", format!("--hosts-dir {}", hosts.display()))
             .env("CONTAINERD_HOSTS", &hosts)
+            .env("CONTAINERD_VERSION", self.peer.version)
+            .env("CRI_PULL", self.peer.cri_pull)
             .env("DOCKER_CONFIG", "/nonexistent/rdpull-tests")
             .output()
             .unwrap();
@@ -58,7 +114,7 @@ impl Containerd {
     }
 
     fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
+        Command::new(&self.ctr)
             .arg("-a")
             .arg(self.socket())
             .args(args)
@@ -180,6 +236,17 @@ impl Containerd {
         ok(self.ctr(&args))
     }
 
+    /// `ctr -n NS images pull --plain-http --snapshotter SN IMAGE`, unpacked by containerd
+    /// (`--local` on 2.x, whose default transfer service hands rdpull the labels).
+    fn ctr_pull(&self, ns: &str, snapshotter: &str, image: &str) -> Output {
+        let mut args = vec!["-n", ns, "images", "pull", "--plain-http"];
+        if self.peer.ctr_pulls_by_transfer() {
+            args.push("--local");
+        }
+        args.extend_from_slice(&["--snapshotter", snapshotter, image]);
+        self.ctr(&args)
+    }
+
     fn cri_pull(&self, image: &str) -> Result<String, String> {
         rdpull_testkit::cri::pull_image(&self.socket(), image, None).map_err(|e| e.to_string())
     }
@@ -195,7 +262,9 @@ impl Drop for Containerd {
 
 /// A test's private containerd on a fresh store (`t/store`), holding the lock that runs
 /// one at a time; dropped in reverse order: containerd, the directory, the lock.
-fn fresh() -> (
+fn fresh(
+    peer: Peer,
+) -> (
     std::sync::MutexGuard<'static, ()>,
     tempfile::TempDir,
     PathBuf,
@@ -205,7 +274,7 @@ fn fresh() -> (
     let one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
     let t = tempfile::tempdir().unwrap();
     let store = t.path().join("store");
-    let c = Containerd::up(&store);
+    let c = Containerd::up(&store, peer);
     (one, t, store, c)
 }
 
@@ -242,28 +311,27 @@ fn log_len() -> usize {
 /// `ctr images pull --snapshotter rdpull`: containerd unpacks into rdpull's snapshots,
 /// and a View mounted through rdpull's Mounts lists as umoci's unpack does (debian,
 /// multi) or as containerd's own overlayfs snapshotter does (the edge images).
-#[test]
-fn plain_path_views_equal_umoci_and_overlayfs() {
+fn plain_path_views_equal_umoci_and_overlayfs(peer: Peer) {
     skip_unless_root!();
-    let (_one, _t, _store, c) = fresh();
+    let (_one, _t, _store, c) = fresh(peer);
     for (image, want) in [
         ("debian:bookworm", "debian_bookworm"),
         ("multi:latest", "multi_latest"),
     ] {
         let ns = want.replace('_', "-");
         let r = format!("{REG}/{image}");
-        ok(c.ctr(&[
-            "-n",
-            &ns,
-            "images",
-            "pull",
-            "--plain-http",
-            "--snapshotter",
-            "rdpull",
-            &r,
-        ]));
+        ok(c.ctr_pull(&ns, "rdpull", &r));
         let top = c.top_snapshot(&ns);
         assert_same(&c.view_tree(&ns, "rdpull", &top), &expected(want), image);
+    }
+    if peer.ctr_pulls_by_transfer() {
+        // Without --local, the transfer service pulls, and gives rdpull the labels.
+        let r = format!("{REG}/debian:bookworm");
+        let pull = ["-n", "transfer", "images", "pull", "--plain-http"];
+        ok(c.ctr(&[&pull[..], &["--snapshotter", "rdpull", &r]].concat()));
+        let top = c.top_snapshot("transfer");
+        let tree = c.view_tree("transfer", "rdpull", &top);
+        assert_same(&tree, &expected("debian_bookworm"), "debian by transfer");
     }
     for tag in [
         "gnu-sparse",
@@ -273,18 +341,7 @@ fn plain_path_views_equal_umoci_and_overlayfs() {
     ] {
         let r = format!("{REG}/edge:{tag}");
         let ns = format!("edge-{tag}");
-        let pull = |sn: &str| {
-            c.ctr(&[
-                "-n",
-                &ns,
-                "images",
-                "pull",
-                "--plain-http",
-                "--snapshotter",
-                sn,
-                &r,
-            ])
-        };
+        let pull = |sn: &str| c.ctr_pull(&ns, sn, &r);
         // Where containerd's applier refuses a layer, it does so into either snapshotter.
         let theirs = pull("overlayfs");
         let ours = pull("rdpull");
@@ -308,10 +365,9 @@ fn plain_path_views_equal_umoci_and_overlayfs() {
 /// A CRI PullImage with rdpull as the CRI's snapshotter: rdpull pulls every layer,
 /// containerd's user agent GETs none, the image runs through the proxy's mounts, and
 /// the daemon logs one line for the pull.
-#[test]
-fn remote_path_skips_containerds_layer_fetch() {
+fn remote_path_skips_containerds_layer_fetch(peer: Peer) {
     skip_unless_root!();
-    let (_one, _t, store, c) = fresh();
+    let (_one, _t, store, c) = fresh(peer);
     let _serial = DEBIAN_REPO.lock().unwrap_or_else(|e| e.into_inner());
     for (repo, image) in [("debian", "debian:bookworm"), ("multi", "multi:latest")] {
         let before = log_len();
@@ -365,10 +421,9 @@ fn remote_path_skips_containerds_layer_fetch() {
 
 /// A registry only containerd has credentials for: rdpull's pull fails on auth, the
 /// daemon logs why, and containerd pulls the layers itself; the user's pull succeeds.
-#[test]
-fn fallback_when_rdpull_cannot_pull() {
+fn fallback_when_rdpull_cannot_pull(peer: Peer) {
     skip_unless_root!();
-    let (_one, _t, _store, c) = fresh();
+    let (_one, _t, _store, c) = fresh(peer);
     let image = "127.0.0.1:5443/debian:bookworm";
     let auth = rdpull_testkit::cri::AuthConfig {
         username: "rdpull".into(),
@@ -393,8 +448,7 @@ fn fallback_when_rdpull_cannot_pull() {
 
 /// containerd's GC removes the snapshots containerd created and releases the layers it
 /// was lent, and leaves `rdpull pull`'s image, which it was served without a download.
-#[test]
-fn containerd_gc_leaves_rdpull_images() {
+fn containerd_gc_leaves_rdpull_images(peer: Peer) {
     skip_unless_root!();
     setup();
     let _one = CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
@@ -403,7 +457,7 @@ fn containerd_gc_leaves_rdpull_images() {
     let multi = format!("{REG}/multi:latest");
     ok(rdpull(&store, &["pull", &multi]));
     let want = stdout(&ok(rdpull(&store, &["images", "-q"])));
-    let c = Containerd::up(&store);
+    let c = Containerd::up(&store, peer);
     // CRI pull of the image rdpull has: no layer is fetched again.
     let before = log_len();
     c.cri_pull(&multi).unwrap();
@@ -417,16 +471,7 @@ fn containerd_gc_leaves_rdpull_images() {
     }
     // And a plain ctr pull that containerd unpacks into snapshots of its own.
     let debian = format!("{REG}/debian:bookworm");
-    ok(c.ctr(&[
-        "-n",
-        "gc",
-        "images",
-        "pull",
-        "--plain-http",
-        "--snapshotter",
-        "rdpull",
-        &debian,
-    ]));
+    ok(c.ctr_pull("gc", "rdpull", &debian));
     assert!(!c.top_snapshot("gc").is_empty());
     // CRI removes every name of its image (tag, digest) as kubelet's image GC does.
     rdpull_testkit::cri::remove_image(&c.socket(), &multi).unwrap();
@@ -476,10 +521,9 @@ fn signal_mid_remote_pull(
 
 /// The daemon killed with SIGKILL in the middle of a remote pull: that pull fails, the
 /// restarted daemon serves containerd's next pull, and nothing half-done is left.
-#[test]
-fn daemon_killed_mid_remote_pull() {
+fn daemon_killed_mid_remote_pull(peer: Peer) {
     skip_unless_root!();
-    let (_one, _t, store, c) = fresh();
+    let (_one, _t, store, c) = fresh(peer);
     let image = format!("{REG}/debian:bookworm");
     let pulling = signal_mid_remote_pull(&c, &store, &image, "-KILL");
     let first = pulling.join().unwrap();
@@ -513,10 +557,9 @@ fn daemon_killed_mid_remote_pull() {
 /// SIGTERM in the middle of a remote pull: the daemon cancels the pull, which removes its
 /// active snapshot, and exits 0 with its socket removed; containerd's pull falls back or
 /// fails, and the restarted daemon serves the next one.
-#[test]
-fn daemon_stopped_mid_remote_pull() {
+fn daemon_stopped_mid_remote_pull(peer: Peer) {
     skip_unless_root!();
-    let (_one, _t, store, c) = fresh();
+    let (_one, _t, store, c) = fresh(peer);
     let image = format!("{REG}/debian:bookworm");
     let pid = c.daemon_pid();
     let pulling = signal_mid_remote_pull(&c, &store, &image, "-TERM");
@@ -541,6 +584,109 @@ fn daemon_stopped_mid_remote_pull() {
     wait_until("a pull through the restarted daemon", 60, || {
         c.cri_pull(&image).is_ok()
     });
+}
+
+/// containerd 2.1's transfer service without `enable_remote_snapshot_annotations`: the
+/// Prepares carry no labels, so containerd fetches and unpacks every layer into rdpull's
+/// snapshots, the tree is right, and the daemon says once why and what sets it.
+fn transfer_service_without_labels_falls_back(peer: Peer) {
+    skip_unless_root!();
+    let (_one, _t, _store, c) = fresh(peer);
+    let _serial = DEBIAN_REPO.lock().unwrap_or_else(|e| e.into_inner());
+    let before = log_len();
+    let image = format!("{REG}/multi:latest");
+    c.cri_pull(&image).unwrap();
+    let log = log_since(&registry_log(), before);
+    for layer in layers("multi:latest") {
+        assert_eq!(
+            blob_gets(&log, "multi", &layer, "rdpull"),
+            0,
+            "rdpull fetched {layer}"
+        );
+        assert!(
+            blob_gets(&log, "multi", &layer, "containerd") >= 1,
+            "containerd did not fetch {layer}"
+        );
+    }
+    let said: Vec<String> = c
+        .daemon_log()
+        .lines()
+        .filter(|l| l.contains("fallback: "))
+        .map(String::from)
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("itself: no containerd.io/snapshot/cri.image-ref label: ")
+            && said[0].contains(
+                "enable_remote_snapshot_annotations = \"true\" in [proxy_plugins.rdpull.exports]"
+            ),
+        "{}",
+        said[0]
+    );
+    let top = c.top_snapshot("k8s.io");
+    assert_same(
+        &c.view_tree("k8s.io", "rdpull", &top),
+        &expected("multi_latest"),
+        "multi unpacked by containerd",
+    );
+}
+
+/// Each test of the whole set, on one containerd.
+macro_rules! on_containerd {
+    ($module:ident, $peer:expr) => {
+        mod $module {
+            #[test]
+            fn plain_path_views_equal_umoci_and_overlayfs() {
+                super::plain_path_views_equal_umoci_and_overlayfs($peer)
+            }
+            #[test]
+            fn remote_path_skips_containerds_layer_fetch() {
+                super::remote_path_skips_containerds_layer_fetch($peer)
+            }
+            #[test]
+            fn fallback_when_rdpull_cannot_pull() {
+                super::fallback_when_rdpull_cannot_pull($peer)
+            }
+            #[test]
+            fn containerd_gc_leaves_rdpull_images() {
+                super::containerd_gc_leaves_rdpull_images($peer)
+            }
+            #[test]
+            fn daemon_killed_mid_remote_pull() {
+                super::daemon_killed_mid_remote_pull($peer)
+            }
+            #[test]
+            fn daemon_stopped_mid_remote_pull() {
+                super::daemon_stopped_mid_remote_pull($peer)
+            }
+        }
+    };
+}
+
+on_containerd!(v1_6, super::V1_6);
+on_containerd!(v1_7, super::V1_7);
+on_containerd!(v2_1, super::V2_1);
+
+/// containerd 2.1's other CRI pull modes: the remote path in each.
+mod v2_1_modes {
+    use super::*;
+
+    #[test]
+    fn local_image_pull_takes_the_remote_path() {
+        remote_path_skips_containerds_layer_fetch(V2_1.with_cri_pull("local"));
+    }
+
+    #[test]
+    fn snapshot_annotations_take_the_remote_path() {
+        remote_path_skips_containerds_layer_fetch(V2_1.with_cri_pull("annotations"));
+    }
+
+    #[test]
+    fn transfer_service_without_labels_falls_back() {
+        super::transfer_service_without_labels_falls_back(
+            V2_1.with_cri_pull("transfer-unlabelled"),
+        );
+    }
 }
 
 /// One daemon per root and per socket, a stale socket replaced, mode 0600 (0660 with

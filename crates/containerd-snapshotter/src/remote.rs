@@ -6,6 +6,7 @@
 //! and unpack: a reason is logged, the user's pull never fails because of it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,8 +40,13 @@ pub enum Provided {
 /// Why rdpull leaves a layer to containerd. Logged, never returned to containerd.
 #[derive(Debug, thiserror::Error)]
 pub enum Fallback {
-    /// The Prepare lacks a label of the CRI's.
-    #[error("no {0} label (CRI's disable_snapshot_annotations = false sets it)")]
+    /// The Prepare lacks a label of the CRI's: containerd is not configured to pass them.
+    #[error(
+        "no {0} label: containerd passes the image to snapshotters with \
+         disable_snapshot_annotations = false (CRI local pull), or on 2.1 with \
+         enable_remote_snapshot_annotations = \"true\" in [proxy_plugins.rdpull.exports] \
+         (transfer service)"
+    )]
     MissingLabel(&'static str),
     /// A label of the CRI's does not parse.
     #[error("{label}: {source}")]
@@ -95,6 +101,8 @@ pub struct RemotePulls {
     options: PullOptions,
     pulls: Arc<Mutex<HashMap<String, Arc<RemotePull>>>>,
     tasks: TaskTracker,
+    /// A fallback for want of the CRI's labels was logged.
+    said_unlabelled: AtomicBool,
 }
 
 impl RemotePulls {
@@ -106,6 +114,7 @@ impl RemotePulls {
             options,
             pulls: Arc::default(),
             tasks: TaskTracker::new(),
+            said_unlabelled: AtomicBool::new(false),
         }
     }
 
@@ -138,7 +147,19 @@ impl RemotePulls {
             Err(why) => {
                 let msg =
                     rdpull_fetch::with_causes(why.to_string(), std::error::Error::source(&why));
-                tracing::info!("fallback: {key}: containerd unpacks layer {target} itself: {msg}");
+                // A configuration without the labels falls back on every layer: said
+                // once, then only at debug level.
+                let repeated = matches!(why, Fallback::MissingLabel(_))
+                    && self.said_unlabelled.swap(true, Ordering::Relaxed);
+                if repeated {
+                    tracing::debug!(
+                        "fallback: {key}: containerd unpacks layer {target} itself: {msg}"
+                    );
+                } else {
+                    tracing::info!(
+                        "fallback: {key}: containerd unpacks layer {target} itself: {msg}"
+                    );
+                }
                 Provided::Fallback(why)
             }
         }
@@ -361,8 +382,10 @@ mod tests {
         let missing = image_of(&labels(&[(CRI_IMAGE_REF, "reg.example/app:1")])).unwrap_err();
         assert_eq!(
             missing.to_string(),
-            "no containerd.io/snapshot/cri.manifest-digest label \
-             (CRI's disable_snapshot_annotations = false sets it)"
+            "no containerd.io/snapshot/cri.manifest-digest label: containerd passes the image \
+             to snapshotters with disable_snapshot_annotations = false (CRI local pull), or on \
+             2.1 with enable_remote_snapshot_annotations = \"true\" in \
+             [proxy_plugins.rdpull.exports] (transfer service)"
         );
         let bad = image_of(&labels(&[
             (CRI_IMAGE_REF, "reg.example/app:1"),
