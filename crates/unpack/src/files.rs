@@ -163,12 +163,7 @@ pub fn remove_all(parent: &impl AsFd, name: &[u8]) -> io::Result<()> {
         Err(Errno::ISDIR) | Err(Errno::PERM) => {}
         Err(e) => return Err(e.into()),
     }
-    let dir = rfs::openat(
-        parent,
-        os(name),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let dir = open_dir(parent, name)?;
     let mut children = Vec::new();
     for e in rfs::Dir::read_from(&dir)? {
         let e = e?;

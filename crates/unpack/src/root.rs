@@ -15,6 +15,7 @@ use std::sync::Arc;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use crate::files::open_dir;
 use crate::overlay::{is_whiteout, set_opaque};
 use crate::path::os;
 use crate::record::Order;
@@ -225,12 +226,7 @@ impl LayerRoot {
             path.extend_from_slice(name);
             self.implicit.push(path);
         } else {
-            let dir = rfs::openat(
-                cur,
-                os(name),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
+            let dir = open_dir(cur, name)?;
             set_opaque(&dir)?;
         }
         self.order.start();

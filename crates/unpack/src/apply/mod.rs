@@ -21,12 +21,12 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustix::fs::{self as rfs, FileType, Mode, OFlags};
+use rustix::fs::{self as rfs, FileType, Mode};
 use rustix::io::Errno;
 use tar::EntryType;
 
 use crate::error::UnpackError;
-use crate::files::{clear_slot, times, Previous};
+use crate::files::{clear_slot, open_dir, times, Previous};
 use crate::header::{read_header, EntryHeader, Meta};
 use crate::options::ApplyOptions;
 use crate::overlay::set_opaque;
@@ -254,13 +254,7 @@ impl Applier {
             }
             Err(e) => return Err(errno("mkdir", rel)(e)),
         }
-        let fd = rfs::openat(
-            &*parent,
-            os(name),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(errno("open", rel))?;
+        let fd = open_dir(&*parent, name).map_err(errno("open", rel))?;
         self.fd_meta(&fd, meta, rel, true)?;
         if opaque {
             set_opaque(&fd).map_err(entry_err(rel, "set opaque"))?;
@@ -281,14 +275,9 @@ impl Applier {
                 Ok(self.root.root_fd())
             } else {
                 let (p, n) = split(rel);
-                self.root.lookup_dir(p).and_then(|pfd| {
-                    Ok(Arc::new(rfs::openat(
-                        &pfd,
-                        os(n),
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )?))
-                })
+                self.root
+                    .lookup_dir(p)
+                    .and_then(|pfd| Ok(Arc::new(open_dir(&pfd, n)?)))
             };
             if let Ok(fd) = fd {
                 rfs::futimens(&*fd, &times(*t)).map_err(errno("set mtime", rel))?;

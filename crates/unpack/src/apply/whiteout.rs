@@ -7,6 +7,7 @@ use rustix::io::Errno;
 use super::meta::{gid, uid};
 use super::{entry_err, errno, Applier};
 use crate::error::UnpackError;
+use crate::files::open_dir;
 use crate::header::Meta;
 use crate::overlay::{make_whiteout, set_opaque};
 use crate::path::{display, os};
@@ -83,13 +84,7 @@ impl Applier {
             }
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
                 // Re-added earlier in this layer: keep it, hide the lower one.
-                let fd = rfs::openat(
-                    &*parent,
-                    os(target),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(errno("open", &wrel))?;
+                let fd = open_dir(&*parent, target).map_err(errno("open", &wrel))?;
                 set_opaque(&fd).map_err(entry_err(&wrel, "set opaque"))
             }
             Ok(_) => Ok(()),
