@@ -161,8 +161,14 @@ pub(crate) struct Global {
     /// is resumed, and fails after --slow-windows such windows (0: no minimum).
     #[arg(long, global = true, default_value_t = ClientOptions::default().min_rate)]
     pub(crate) min_rate: u64,
-    /// Too-slow windows a download may have before it fails (at most 5, the retries).
-    #[arg(long, global = true, default_value_t = ClientOptions::default().slow_windows)]
+    /// Too-slow windows a download may have before it fails (1 or more; at most 5, the
+    /// retries, count).
+    #[arg(
+        long,
+        global = true,
+        default_value_t = ClientOptions::default().slow_windows,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub(crate) slow_windows: u32,
     /// Seconds a small object (manifest, config, token) may take as a whole.
     #[arg(long, global = true, default_value_t = ClientOptions::default().request_timeout.as_secs())]
@@ -386,6 +392,9 @@ mod tests {
             "rdpull --resume-min-size -1 x",
             "rdpull --keep-blobs=maybe x",
             "rdpull save onlyimage",
+            "rdpull --slow-windows 0 x",
+            "rdpull --slow-windows lots x",
+            "rdpull x --slow-windows -1",
         ] {
             let e = parse(bad).err().unwrap_or_else(|| panic!("{bad} parsed"));
             assert_eq!(e.exit_code(), 2, "{bad}");
@@ -396,6 +405,8 @@ mod tests {
         let ok = parse("rdpull --keep-blobs --resume-min-size 0 x").unwrap();
         assert!(ok.global.keep_blobs);
         assert_eq!(ok.global.resume_min_size, 0);
+        let five = parse("rdpull --slow-windows 5 x").unwrap();
+        assert_eq!(five.global.slow_windows, 5);
     }
 }
 

@@ -46,7 +46,7 @@ pub(crate) fn pull(g: &Global, cancel: &CancellationToken) -> Result<PullOptions
             },
             stall_timeout: Duration::from_secs(g.stall_timeout.max(1)),
             min_rate: g.min_rate,
-            slow_windows: g.slow_windows.max(1),
+            slow_windows: g.slow_windows,
             request_timeout: Duration::from_secs(g.request_timeout.max(1)),
             ..ClientOptions::default()
         },
