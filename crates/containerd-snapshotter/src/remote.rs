@@ -242,15 +242,19 @@ impl RemotePulls {
 /// resolved, so that rdpull pulls exactly the manifest containerd is unpacking.
 fn image_of(labels: &BTreeMap<String, String>) -> Result<Reference, Fallback> {
     let get = |name: &'static str| labels.get(name).ok_or(Fallback::MissingLabel(name));
-    let bad = |label: &'static str| {
-        move |e: Box<dyn std::error::Error + Send + Sync>| Fallback::BadLabel { label, source: e }
-    };
     let image: Reference = get(CRI_IMAGE_REF)?
         .parse()
-        .map_err(|e: rdpull_fetch::FetchError| bad(CRI_IMAGE_REF)(e.into()))?;
-    let manifest: Digest = get(CRI_MANIFEST_DIGEST)?
-        .parse()
-        .map_err(|e: rdpull_verify::VerifyError| bad(CRI_MANIFEST_DIGEST)(e.into()))?;
+        .map_err(|e: rdpull_fetch::FetchError| Fallback::BadLabel {
+            label: CRI_IMAGE_REF,
+            source: e.into(),
+        })?;
+    let manifest: Digest =
+        get(CRI_MANIFEST_DIGEST)?
+            .parse()
+            .map_err(|e: rdpull_verify::VerifyError| Fallback::BadLabel {
+                label: CRI_MANIFEST_DIGEST,
+                source: e.into(),
+            })?;
     Ok(image.with_digest(manifest))
 }
 
